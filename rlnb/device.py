@@ -1,0 +1,73 @@
+"""Device choice, seeding and thread count: the three things every notebook sets first."""
+
+from __future__ import annotations
+
+import os
+import random
+
+import numpy as np
+import torch
+
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+def pick_device(device: str | torch.device = "auto") -> torch.device:
+    """Return a ``torch.device``.
+
+    ``"auto"`` picks CUDA if available, then Apple's MPS, then the CPU. Asking for a device that
+    is not available is an error (a notebook should not silently run 50x slower than expected).
+
+    >>> pick_device("cpu")
+    device(type='cpu')
+    """
+    if isinstance(device, torch.device):
+        return device
+    if not isinstance(device, str) or device.split(":")[0] not in DEVICES:
+        raise ValueError(f"device: expected one of {DEVICES} (optionally 'cuda:N'), got {device!r}")
+    if device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if _mps_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    kind = device.split(":")[0]
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device: 'cuda' was asked for but torch.cuda.is_available() is False")
+    if kind == "mps" and not _mps_available():
+        raise ValueError("device: 'mps' was asked for but torch.backends.mps.is_available() is False")
+    return torch.device(device)
+
+
+def _mps_available() -> bool:
+    mps = getattr(torch.backends, "mps", None)
+    return bool(mps is not None and mps.is_available())
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    """Seed Python's ``random``, NumPy, torch (CPU and every CUDA device).
+
+    Returns a CPU ``torch.Generator`` seeded with ``seed`` for code that wants its own stream.
+    """
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        raise ValueError(f"seed: expected a non-negative int, got {seed!r}")
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+def set_threads(n: int | None = None) -> int:
+    """Set torch's intra-op thread count and return it.
+
+    ``None`` uses the ``RLNB_THREADS`` environment variable if set, else the number of CPUs this
+    process may run on. Small tensors gain nothing from more threads than cores.
+    """
+    if n is None:
+        env = os.environ.get("RLNB_THREADS")
+        n = int(env) if env else len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if not isinstance(n, int) or n < 1:
+        raise ValueError(f"n: expected a positive int of threads, got {n!r}")
+    torch.set_num_threads(n)
+    return torch.get_num_threads()

@@ -1,0 +1,205 @@
+"""Tabular MDPs whose values are known exactly.
+
+A ``TabularMDP`` holds transition probabilities ``P[s, a, s']``, transition rewards ``R[s, a, s']``,
+a discount ``gamma``, an initial distribution and a set of terminal (absorbing, zero-value) states.
+``evaluate(policy)`` solves the Bellman equation ``V = r_π + γ P_π V`` exactly by a linear solve;
+``sample_episodes`` returns transitions in the estimator format of DESIGN §3: one flat stream of
+steps where ``terminated`` marks entering a terminal state and ``truncated`` marks the time limit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+
+class Transitions(NamedTuple):
+    """Episodes laid end to end, one entry per step (all shaped ``[N]``)."""
+
+    states: Tensor
+    actions: Tensor
+    rewards: Tensor
+    next_states: Tensor
+    terminated: Tensor
+    truncated: Tensor
+
+    @property
+    def done(self) -> Tensor:
+        return self.terminated | self.truncated
+
+    @property
+    def n_episodes(self) -> int:
+        return int(self.done.sum())
+
+
+class Evaluation(NamedTuple):
+    """Exact values of a policy: ``V[s]``, ``Q[s, a]`` and advantages ``A = Q − V``."""
+
+    V: Tensor
+    Q: Tensor
+    A: Tensor
+
+
+@dataclass
+class TabularMDP:
+    """A finite MDP with exact policy evaluation (float64 throughout)."""
+
+    P: Tensor  # [S, A, S] transition probabilities
+    R: Tensor  # [S, A, S] reward for the transition s --a--> s'
+    gamma: float
+    initial: Tensor  # [S] initial state distribution
+    terminal: Tensor  # [S] bool, absorbing states with value 0
+
+    def __post_init__(self):
+        self.P = torch.as_tensor(self.P, dtype=torch.float64)
+        if self.P.ndim != 3 or self.P.shape[0] != self.P.shape[2]:
+            raise ValueError(f"P: expected shape [S, A, S], got {tuple(self.P.shape)}")
+        S, A, _ = self.P.shape
+        self.R = torch.as_tensor(self.R, dtype=torch.float64)
+        if self.R.shape == (S, A):
+            self.R = self.R[:, :, None].expand(S, A, S).clone()
+        if self.R.shape != (S, A, S):
+            raise ValueError(f"R: expected shape [S, A, S] or [S, A] = {(S, A)}, got {tuple(self.R.shape)}")
+        if (self.P < 0).any() or not torch.allclose(self.P.sum(-1), torch.ones(S, A, dtype=torch.float64)):
+            raise ValueError("P: expected non-negative rows P[s, a, :] summing to 1")
+        if not 0.0 <= float(self.gamma) <= 1.0:
+            raise ValueError(f"gamma: expected a float in [0, 1], got {self.gamma}")
+        self.gamma = float(self.gamma)
+        self.initial = torch.as_tensor(self.initial, dtype=torch.float64)
+        if self.initial.shape != (S,) or abs(float(self.initial.sum()) - 1) > 1e-9:
+            raise ValueError(f"initial: expected a distribution of shape [{S}], got {tuple(self.initial.shape)}")
+        self.terminal = torch.as_tensor(self.terminal, dtype=torch.bool)
+        if self.terminal.shape != (S,):
+            raise ValueError(f"terminal: expected a bool mask of shape [{S}], got {tuple(self.terminal.shape)}")
+
+    @property
+    def n_states(self) -> int:
+        return self.P.shape[0]
+
+    @property
+    def n_actions(self) -> int:
+        return self.P.shape[1]
+
+    def _check_policy(self, policy: Tensor) -> Tensor:
+        policy = torch.as_tensor(policy, dtype=torch.float64)
+        if policy.shape != (self.n_states, self.n_actions):
+            raise ValueError(
+                f"policy: expected probabilities of shape [S, A] = {(self.n_states, self.n_actions)}, "
+                f"got {tuple(policy.shape)}"
+            )
+        if (policy < 0).any() or not torch.allclose(policy.sum(-1), torch.ones(self.n_states, dtype=torch.float64)):
+            raise ValueError("policy: expected non-negative rows summing to 1")
+        return policy
+
+    def uniform_policy(self) -> Tensor:
+        return torch.full((self.n_states, self.n_actions), 1.0 / self.n_actions, dtype=torch.float64)
+
+    def evaluate(self, policy: Tensor) -> Evaluation:
+        """Exact ``V``, ``Q`` and ``A`` of ``policy`` by solving ``(I − γ P_π) V = r_π``.
+
+        Terminal states have value 0. With ``gamma = 1`` the policy must reach a terminal state
+        with probability 1 from every state, or the system is singular (a ``ValueError``).
+        """
+        policy = self._check_policy(policy)
+        live = (~self.terminal).to(torch.float64)
+        r_sa = (self.P * self.R).sum(-1)  # [S, A]
+        P_sa = self.P * live  # no value flows out of terminal states
+        r_pi = (policy * r_sa).sum(-1) * live
+        P_pi = torch.einsum("sa,sat->st", policy, P_sa) * live[:, None]
+        system = torch.eye(self.n_states, dtype=torch.float64) - self.gamma * P_pi
+        V = torch.linalg.solve_ex(system, r_pi).result
+        if not torch.isfinite(V).all() or torch.linalg.cond(system) > 1e12:
+            raise ValueError("policy: the Bellman system is singular (with gamma=1 every state must reach a terminal state)")
+        Q = (r_sa + self.gamma * torch.einsum("sat,t->sa", P_sa, V)) * live[:, None]
+        return Evaluation(V, Q, (Q - V[:, None]) * live[:, None])
+
+    def sample_episodes(self, policy: Tensor, n: int, max_steps: int, seed: int = 0) -> Transitions:
+        """Sample ``n`` episodes, all in parallel, truncating any still running after ``max_steps``.
+
+        Returns the steps of episode 0, then episode 1, ... as one flat ``Transitions`` stream.
+        """
+        if not isinstance(n, int) or n < 1:
+            raise ValueError(f"n: expected a positive int, got {n!r}")
+        if not isinstance(max_steps, int) or max_steps < 1:
+            raise ValueError(f"max_steps: expected a positive int, got {max_steps!r}")
+        policy = self._check_policy(policy)
+        g = torch.Generator().manual_seed(seed)
+        state = torch.multinomial(self.initial.expand(n, -1), 1, generator=g).squeeze(1)
+        alive = ~self.terminal[state]
+        cols = {k: [] for k in Transitions._fields}
+        steps = []
+        for t in range(max_steps):
+            if not alive.any():
+                break
+            action = torch.multinomial(policy[state], 1, generator=g).squeeze(1)
+            nxt = torch.multinomial(self.P[state, action], 1, generator=g).squeeze(1)
+            term = self.terminal[nxt]
+            for k, v in zip(
+                Transitions._fields,
+                (state, action, self.R[state, action, nxt], nxt, term, ~term & (t == max_steps - 1)),
+            ):
+                cols[k].append(v)
+            steps.append(alive.clone())
+            alive = alive & ~term
+            state = nxt
+        live = torch.stack(steps, 1)  # [n, T]: which (episode, step) pairs happened
+        out = [torch.stack(cols[k], 1)[live] for k in Transitions._fields]  # row-major: episode by episode
+        return Transitions(*out)
+
+
+def chain(n_states: int = 7, slip: float = 0.1, gamma: float = 0.9, start: int | None = None) -> TabularMDP:
+    """A corridor: actions 0 = left, 1 = right; the move goes the other way with prob ``slip``.
+
+    The left end reflects; the rightmost state is terminal and entering it pays +1 (every other
+    step pays 0), so ``V(s)`` is the discounted chance-weighted time to the goal.
+    Episodes start in ``start`` (default: state 0).
+    """
+    if not isinstance(n_states, int) or n_states < 2:
+        raise ValueError(f"n_states: expected an int >= 2, got {n_states!r}")
+    if not 0.0 <= slip <= 1.0:
+        raise ValueError(f"slip: expected a probability in [0, 1], got {slip}")
+    S = n_states
+    P = torch.zeros(S, 2, S, dtype=torch.float64)
+    for s in range(S):
+        left, right = max(s - 1, 0), min(s + 1, S - 1)
+        P[s, 0, left] += 1 - slip
+        P[s, 0, right] += slip
+        P[s, 1, right] += 1 - slip
+        P[s, 1, left] += slip
+    R = torch.zeros(S, 2, S, dtype=torch.float64)
+    R[:, :, S - 1] = 1.0
+    R[S - 1] = 0.0
+    initial = torch.zeros(S, dtype=torch.float64)
+    initial[0 if start is None else start] = 1.0
+    terminal = torch.zeros(S, dtype=torch.bool)
+    terminal[S - 1] = True
+    return TabularMDP(P, R, gamma, initial, terminal)
+
+
+def random_walk(n_states: int = 5) -> TabularMDP:
+    """Sutton & Barto's random walk (Example 6.2 with 5 states, §7.1 with 19).
+
+    States ``1..n`` are the walk, ``0`` and ``n+1`` are terminal; one action moves left or right
+    with probability 1/2 each; episodes start in the middle; exiting right pays +1, left pays 0
+    (the 19-state walk of §7.1 pays −1 on the left instead). γ = 1, so ``V(i) = i / (n+1)`` for 5
+    states and ``(2i − n − 1) / (n + 1)`` for 19.
+    """
+    if not isinstance(n_states, int) or n_states < 1 or n_states % 2 == 0:
+        raise ValueError(f"n_states: expected an odd positive int, got {n_states!r}")
+    S = n_states + 2
+    P = torch.zeros(S, 1, S, dtype=torch.float64)
+    for s in range(1, S - 1):
+        P[s, 0, s - 1] = P[s, 0, s + 1] = 0.5
+    P[0, 0, 0] = P[S - 1, 0, S - 1] = 1.0
+    R = torch.zeros(S, 1, S, dtype=torch.float64)
+    R[S - 2, 0, S - 1] = 1.0
+    if n_states == 19:
+        R[1, 0, 0] = -1.0
+    initial = torch.zeros(S, dtype=torch.float64)
+    initial[S // 2] = 1.0
+    terminal = torch.zeros(S, dtype=torch.bool)
+    terminal[[0, S - 1]] = True
+    return TabularMDP(P, R, 1.0, initial, terminal)

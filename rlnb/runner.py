@@ -1,0 +1,305 @@
+"""Execute notebooks headless with papermill and write a report.
+
+``run_notebooks`` executes each notebook in-process through papermill at a profile, writes the
+executed notebook, its HTML rendering, the metrics it recorded (``rlnb.notebook.record``) and a
+report (``metrics.json``, ``summary.md``, ``index.html``) into one output directory. The report is
+rewritten after every notebook, so nothing already finished is lost when a later one fails or the
+run is interrupted. ``run_notebook`` executes one and is what the test suite calls.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import html
+import json
+import os
+import platform
+import re
+import subprocess
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import nbformat
+
+from rlnb.notebook import METRICS_ENV, PROFILES, read_records
+
+NAME_RE = re.compile(r"^(\d\d)_([a-z0-9_]+)\.ipynb$")
+
+
+@dataclass
+class NotebookInfo:
+    """What ``rlnb list`` shows, read from the notebook's title cell."""
+
+    id: str  # "00"
+    name: str  # "00_tour"
+    path: Path
+    title: str
+    papers: str
+    runtime: str
+
+
+@dataclass
+class Result:
+    """The outcome of executing one notebook."""
+
+    name: str
+    status: str  # "ok" | "failed" | "timeout" | "interrupted"
+    seconds: float
+    metrics: dict = field(default_factory=dict)
+    error: str = ""  # one line: cell index, first source line, exception
+    traceback: str = ""
+    ipynb: str = ""  # paths relative to the output directory
+    html: str = ""
+
+
+def notebooks_dir() -> Path:
+    """``$RLNB_NOTEBOOKS``, else ``./notebooks``, else the repository's ``notebooks/`` next to the package."""
+    for cand in (os.environ.get("RLNB_NOTEBOOKS"), "notebooks", Path(__file__).resolve().parent.parent / "notebooks"):
+        if cand and Path(cand).is_dir():
+            return Path(cand).resolve()
+    raise FileNotFoundError("no notebooks/ directory found: run from the repository root or set RLNB_NOTEBOOKS")
+
+
+def _field(text: str, key: str) -> str:
+    m = re.search(rf"\*\*{key}:\*\*\s*(.+)", text)
+    return m.group(1).strip() if m else ""
+
+
+def read_info(path: Path) -> NotebookInfo:
+    """Number, title, papers and runtime from the first markdown cell:
+    ``# NN · Title``, then lines ``**Papers:** ...`` and ``**Runtime:** ...``."""
+    path = Path(path)
+    m = NAME_RE.match(path.name)
+    if not m:
+        raise ValueError(f"path: expected a notebook named NN_slug.ipynb, got {path.name!r}")
+    nb = nbformat.read(path, as_version=4)
+    first = next((c.source for c in nb.cells if c.cell_type == "markdown"), "")
+    heading = next((ln for ln in first.splitlines() if ln.startswith("# ")), f"# {path.stem}")
+    title = re.sub(r"^#\s*(\d+\s*[·:.-]\s*)?", "", heading).strip()
+    return NotebookInfo(m.group(1), path.stem, path, title, _field(first, "Papers"), _field(first, "Runtime"))
+
+
+def discover(directory: Path | None = None) -> list[NotebookInfo]:
+    """Every ``NN_slug.ipynb`` in the notebooks directory, in order."""
+    directory = Path(directory) if directory else notebooks_dir()
+    return [read_info(p) for p in sorted(directory.glob("*.ipynb")) if NAME_RE.match(p.name)]
+
+
+def select(infos: list[NotebookInfo], ids: list[str]) -> list[NotebookInfo]:
+    """Pick notebooks by number (``1``, ``01``) or name (``01_returns_and_td``); unknown ids raise ``KeyError``."""
+    if not ids:
+        return infos
+    by_key = {}
+    for info in infos:
+        by_key.update({info.id: info, str(int(info.id)): info, info.name: info})
+    unknown = [i for i in ids if i not in by_key]
+    if unknown:
+        raise KeyError(f"unknown notebook id(s): {', '.join(unknown)} (known: {', '.join(i.id for i in infos)})")
+    return [by_key[i] for i in ids]
+
+
+def _describe_error(exc: BaseException) -> tuple[str, str]:
+    """One line (cell, first source line, exception) and the traceback text."""
+    from papermill.exceptions import PapermillExecutionError
+
+    if isinstance(exc, PapermillExecutionError):
+        first = next((ln for ln in exc.source.splitlines() if ln.strip()), "")
+        line = f"cell {exc.cell_index} (`{first.strip()[:80]}`): {exc.ename}: {exc.evalue}"
+        tb = "\n".join(exc.traceback)
+        return line, re.sub(r"\x1b\[[0-9;]*m", "", tb)
+    return f"{type(exc).__name__}: {exc}", ""
+
+
+def run_notebook(
+    info: NotebookInfo,
+    out_dir: Path,
+    profile: str = "ci",
+    timeout: float = 600.0,
+    params: dict | None = None,
+    progress: bool = True,
+) -> Result:
+    """Execute one notebook with papermill at ``profile``; never raises for the notebook's own errors.
+
+    ``timeout`` bounds the whole notebook (seconds): each cell may use what is left of it.
+    Ctrl-C ends the notebook with status ``"interrupted"`` (the caller decides whether to stop).
+    """
+    import papermill as pm
+    from nbclient.exceptions import CellTimeoutError
+
+    if profile not in PROFILES:
+        raise ValueError(f"profile: expected one of {PROFILES}, got {profile!r}")
+    if timeout <= 0:
+        raise ValueError(f"timeout: expected a positive number of seconds, got {timeout}")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    out_nb = out_dir / f"{info.name}.ipynb"
+    metrics_file = out_dir / f"{info.name}.metrics.jsonl"
+    metrics_file.unlink(missing_ok=True)
+    parameters = {"PROFILE": profile, **(params or {})}
+    start = time.perf_counter()
+    deadline = start + timeout
+    status, error, tb = "ok", "", ""
+    old_env = os.environ.get(METRICS_ENV)
+    os.environ[METRICS_ENV] = str(metrics_file.resolve())
+    try:
+        pm.execute_notebook(
+            str(info.path),
+            str(out_nb),
+            parameters=parameters,
+            cwd=str(info.path.parent),
+            progress_bar=progress and {"desc": info.name, "leave": False, "unit": "cell"},
+            kernel_name="python3",
+            timeout_func=lambda cell: max(deadline - time.perf_counter(), 0.01),
+        )
+    except CellTimeoutError:
+        status = "timeout"
+        error = f"timed out after {time.perf_counter() - start:.1f} s (limit {timeout:g} s)"
+    except KeyboardInterrupt:
+        status, error = "interrupted", f"interrupted (Ctrl-C) after {time.perf_counter() - start:.1f} s"
+    except Exception as exc:  # the notebook's own failure: report it, go on with the others
+        status = "failed"
+        error, tb = _describe_error(exc)
+    finally:
+        if old_env is None:
+            os.environ.pop(METRICS_ENV, None)
+        else:
+            os.environ[METRICS_ENV] = old_env
+    result = Result(info.name, status, round(time.perf_counter() - start, 2), read_records(metrics_file), error, tb)
+    if out_nb.exists():
+        result.ipynb = out_nb.name
+        result.html = _render_html(out_nb)
+    return result
+
+
+def _render_html(nb_path: Path) -> str:
+    """Render an executed notebook to a self-contained HTML page (images embedded)."""
+    from nbconvert import HTMLExporter
+
+    try:
+        body, _ = HTMLExporter().from_filename(str(nb_path))
+    except Exception:  # a broken notebook should still leave its .ipynb; the report says no HTML
+        return ""
+    out = nb_path.with_suffix(".html")
+    out.write_text(body, encoding="utf-8")
+    return out.name
+
+
+def _git_commit() -> str:
+    try:
+        root = Path(__file__).resolve().parent.parent
+        proc = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5)
+        return proc.stdout.strip() if proc.returncode == 0 else ""
+    except Exception:
+        return ""
+
+
+def environment(device: str = "auto") -> dict:
+    """Versions, device and commit recorded with every run."""
+    import torch
+    import transformers
+
+    from rlnb import __version__
+    from rlnb.device import pick_device
+
+    try:
+        resolved = str(pick_device(device))
+    except ValueError as exc:
+        resolved = f"unavailable ({exc})"
+    return {
+        "rlnb": __version__,
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "device": resolved,
+        "git_commit": _git_commit(),
+    }
+
+
+def default_out_dir(root: Path = Path("runs")) -> Path:
+    """``runs/<timestamp>``, with a suffix if that already exists (never reuse a directory)."""
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    out, k = root / stamp, 1
+    while out.exists():
+        out, k = root / f"{stamp}-{k}", k + 1
+    return out
+
+
+def _fmt(v) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def write_report(out_dir: Path, results: list[Result], meta: dict) -> None:
+    """Write ``metrics.json``, ``summary.md`` and ``index.html`` for the results so far."""
+    out_dir = Path(out_dir)
+    data = {**meta, "notebooks": {r.name: asdict(r) for r in results}}
+    (out_dir / "metrics.json").write_text(json.dumps(data, indent=2, default=str), encoding="utf-8")
+
+    head = f"profile `{meta['profile']}` · device `{meta['device']}` · torch {meta['torch']} · commit `{meta['git_commit'][:10]}`"
+    rows = ["| notebook | status | seconds | metrics | error |", "|---|---|---:|---|---|"]
+    for r in results:
+        link = f"[{r.name}]({r.html or r.ipynb})" if (r.html or r.ipynb) else r.name
+        metrics = ", ".join(f"{k}={_fmt(v)}" for k, v in r.metrics.items())
+        rows.append(f"| {link} | {r.status} | {r.seconds:.1f} | {metrics} | {r.error.replace('|', '/')} |")
+    (out_dir / "summary.md").write_text(f"# rlnb run {meta['started']}\n\n{head}\n\n" + "\n".join(rows) + "\n", encoding="utf-8")
+
+    esc = html.escape
+    trs = []
+    for r in results:
+        link = f'<a href="{esc(r.html or r.ipynb)}">{esc(r.name)}</a>' if (r.html or r.ipynb) else esc(r.name)
+        metrics = "<br>".join(f"{esc(k)} = {esc(_fmt(v))}" for k, v in r.metrics.items())
+        trs.append(
+            f'<tr class="{esc(r.status)}"><td>{link}</td><td>{esc(r.status)}</td>'
+            f"<td>{r.seconds:.1f}</td><td>{metrics}</td><td><pre>{esc(r.error)}</pre></td></tr>"
+        )
+    page = f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>rlnb run {esc(meta['started'])}</title>
+<style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}
+td,th{{border:1px solid #ccc;padding:4px 8px;vertical-align:top}}tr.ok td:nth-child(2){{color:green}}
+tr.failed td:nth-child(2),tr.timeout td:nth-child(2),tr.interrupted td:nth-child(2){{color:#b00}}
+pre{{margin:0;white-space:pre-wrap}}</style></head><body>
+<h1>rlnb run {esc(meta['started'])}</h1><p>{esc(head.replace('`', ''))}</p>
+<table><tr><th>notebook</th><th>status</th><th>seconds</th><th>metrics</th><th>error</th></tr>
+{''.join(trs)}</table></body></html>
+"""
+    (out_dir / "index.html").write_text(page, encoding="utf-8")
+
+
+def run_notebooks(
+    infos: list[NotebookInfo],
+    out_dir: Path,
+    profile: str = "ci",
+    timeout: float = 600.0,
+    params: dict | None = None,
+    echo=print,
+) -> list[Result]:
+    """Execute ``infos`` in order into ``out_dir`` (which must not exist or be empty).
+
+    Returns the results; on Ctrl-C, writes the report of what finished and raises
+    ``KeyboardInterrupt``.
+    """
+    out_dir = Path(out_dir)
+    if out_dir.exists() and any(out_dir.iterdir()):
+        raise FileExistsError(f"out: {out_dir} already exists and is not empty; choose a new directory")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    meta = {
+        "started": dt.datetime.now().isoformat(timespec="seconds"),
+        "profile": profile,
+        "params": params or {},
+        **environment((params or {}).get("DEVICE", "auto")),
+    }
+    results: list[Result] = []
+    write_report(out_dir, results, meta)
+    for k, info in enumerate(infos, 1):
+        echo(f"[{k}/{len(infos)}] {info.name} ...")
+        result = run_notebook(info, out_dir, profile, timeout, params)
+        results.append(result)
+        write_report(out_dir, results, meta)
+        if result.status == "interrupted":
+            raise KeyboardInterrupt
+        line = f"[{k}/{len(infos)}] {info.name}: {result.status} in {result.seconds:.1f} s"
+        if result.error:
+            line += f" — {result.error}"
+        echo(line)
+    return results

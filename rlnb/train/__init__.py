@@ -1,0 +1,1 @@
+"""Training loops. Each returns a pandas DataFrame of history or the learned quantities."""
