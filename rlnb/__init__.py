@@ -12,7 +12,15 @@ from rlnb.notebook import record, setup  # noqa: E402
 
 SUBMODULES = ("device", "envs", "notebook", "plotting", "runner", "train", "widgets")
 
-__all__ = ["__version__", "pick_device", "seed_everything", "set_threads", "record", "setup", *SUBMODULES]
+__all__ = [
+    "__version__",
+    "pick_device",
+    "seed_everything",
+    "set_threads",
+    "record",
+    "setup",
+    *SUBMODULES,
+]
 
 
 def __getattr__(name):

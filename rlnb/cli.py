@@ -22,7 +22,9 @@ def markdown_table(infos: list[runner.NotebookInfo]) -> str:
     rows = ["| # | notebook | papers | runtime | Colab |", "|---|---|---|---|---|"]
     for i in infos:
         badge = f"[open]({COLAB.format(name=i.name)})"
-        rows.append(f"| {i.id} | [{i.title}](notebooks/{i.name}.ipynb) | {i.papers} | {i.runtime} | {badge} |")
+        rows.append(
+            f"| {i.id} | [{i.title}](notebooks/{i.name}.ipynb) | {i.papers} | {i.runtime} | {badge} |"
+        )
     return "\n".join(rows)
 
 
@@ -39,16 +41,24 @@ def _parse_param(text: str) -> tuple[str, object]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="rlnb", description=__doc__.splitlines()[0])
-    parser.add_argument("--notebooks", type=Path, default=None, help="notebooks directory (default: ./notebooks)")
+    parser.add_argument(
+        "--notebooks", type=Path, default=None, help="notebooks directory (default: ./notebooks)"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     p_list = sub.add_parser("list", help="number, title, papers and runtime of every notebook")
     p_list.add_argument("--markdown", action="store_true", help="print the README's markdown table")
     p_run = sub.add_parser("run", help="execute notebooks headless and write a report")
     p_run.add_argument("ids", nargs="*", help="notebook numbers or names (default: all)")
     p_run.add_argument("--profile", choices=PROFILES, default="ci")
-    p_run.add_argument("--out", type=Path, default=None, help="output directory (default: runs/<timestamp>)")
-    p_run.add_argument("--timeout", type=float, default=600.0, help="seconds per notebook (default 600)")
-    p_run.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="override a parameter")
+    p_run.add_argument(
+        "--out", type=Path, default=None, help="output directory (default: runs/<timestamp>)"
+    )
+    p_run.add_argument(
+        "--timeout", type=float, default=600.0, help="seconds per notebook (default 600)"
+    )
+    p_run.add_argument(
+        "--param", action="append", default=[], metavar="KEY=VALUE", help="override a parameter"
+    )
     args = parser.parse_args(argv)
 
     try:
@@ -61,7 +71,9 @@ def main(argv: list[str] | None = None) -> int:
             print(markdown_table(infos))
         else:
             for i in infos:
-                print(f"{i.id}  {i.title}\n    papers: {i.papers or '-'}\n    runtime: {i.runtime or '-'}")
+                print(
+                    f"{i.id}  {i.title}\n    papers: {i.papers or '-'}\n    runtime: {i.runtime or '-'}"
+                )
         return 0
 
     try:
@@ -69,9 +81,13 @@ def main(argv: list[str] | None = None) -> int:
         params = dict(_parse_param(p) for p in args.param)
         out = args.out or runner.default_out_dir()
         if args.timeout <= 0:
-            raise ValueError(f"--timeout: expected a positive number of seconds, got {args.timeout}")
+            raise ValueError(
+                f"--timeout: expected a positive number of seconds, got {args.timeout}"
+            )
         if out.exists() and any(out.iterdir()):
-            raise FileExistsError(f"--out: {out} already exists and is not empty; choose a new directory")
+            raise FileExistsError(
+                f"--out: {out} already exists and is not empty; choose a new directory"
+            )
     except (KeyError, ValueError, FileExistsError) as exc:
         print(f"rlnb: {exc.args[0]}", file=sys.stderr)
         return 2
@@ -79,7 +95,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         results = runner.run_notebooks(chosen, out, args.profile, args.timeout, params)
     except KeyboardInterrupt:
-        print(f"rlnb: interrupted; the report of what finished is in {out / 'index.html'}", file=sys.stderr)
+        print(
+            f"rlnb: interrupted; the report of what finished is in {out / 'index.html'}",
+            file=sys.stderr,
+        )
         return 130
     bad = [r for r in results if r.status != "ok"]
     print(f"report: {out / 'index.html'} (and {out / 'summary.md'})")

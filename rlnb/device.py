@@ -34,7 +34,9 @@ def pick_device(device: str | torch.device = "auto") -> torch.device:
     if kind == "cuda" and not torch.cuda.is_available():
         raise ValueError("device: 'cuda' was asked for but torch.cuda.is_available() is False")
     if kind == "mps" and not _mps_available():
-        raise ValueError("device: 'mps' was asked for but torch.backends.mps.is_available() is False")
+        raise ValueError(
+            "device: 'mps' was asked for but torch.backends.mps.is_available() is False"
+        )
     return torch.device(device)
 
 
@@ -66,7 +68,13 @@ def set_threads(n: int | None = None) -> int:
     """
     if n is None:
         env = os.environ.get("RLNB_THREADS")
-        n = int(env) if env else len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        n = (
+            int(env)
+            if env
+            else len(os.sched_getaffinity(0))
+            if hasattr(os, "sched_getaffinity")
+            else (os.cpu_count() or 1)
+        )
     if not isinstance(n, int) or n < 1:
         raise ValueError(f"n: expected a positive int of threads, got {n!r}")
     torch.set_num_threads(n)

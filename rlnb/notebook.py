@@ -70,7 +70,9 @@ def record(name: str, value) -> float | int | bool | str:
         raise ValueError(f"name: expected a non-empty string, got {name!r}")
     if isinstance(value, torch.Tensor):
         if value.numel() != 1:
-            raise ValueError(f"value: expected a scalar, got a tensor of shape {tuple(value.shape)}")
+            raise ValueError(
+                f"value: expected a scalar, got a tensor of shape {tuple(value.shape)}"
+            )
         value = value.item()
     elif hasattr(value, "item") and not isinstance(value, str):  # NumPy scalars
         value = value.item()
@@ -82,7 +84,9 @@ def record(name: str, value) -> float | int | bool | str:
         stored = None if isinstance(value, float) and not math.isfinite(value) else value
         with open(path, "a", encoding="utf-8") as f:
             f.write(json.dumps({"name": name, "value": stored}) + "\n")
-    print(f"record: {name} = {value:.6g}" if isinstance(value, float) else f"record: {name} = {value}")
+    print(
+        f"record: {name} = {value:.6g}" if isinstance(value, float) else f"record: {name} = {value}"
+    )
     return value
 
 

@@ -55,10 +55,16 @@ class Result:
 
 def notebooks_dir() -> Path:
     """``$RLNB_NOTEBOOKS``, else ``./notebooks``, else the repository's ``notebooks/`` next to the package."""
-    for cand in (os.environ.get("RLNB_NOTEBOOKS"), "notebooks", Path(__file__).resolve().parent.parent / "notebooks"):
+    for cand in (
+        os.environ.get("RLNB_NOTEBOOKS"),
+        "notebooks",
+        Path(__file__).resolve().parent.parent / "notebooks",
+    ):
         if cand and Path(cand).is_dir():
             return Path(cand).resolve()
-    raise FileNotFoundError("no notebooks/ directory found: run from the repository root or set RLNB_NOTEBOOKS")
+    raise FileNotFoundError(
+        "no notebooks/ directory found: run from the repository root or set RLNB_NOTEBOOKS"
+    )
 
 
 def _field(text: str, key: str) -> str:
@@ -77,7 +83,9 @@ def read_info(path: Path) -> NotebookInfo:
     first = next((c.source for c in nb.cells if c.cell_type == "markdown"), "")
     heading = next((ln for ln in first.splitlines() if ln.startswith("# ")), f"# {path.stem}")
     title = re.sub(r"^#\s*(\d+\s*[·:.-]\s*)?", "", heading).strip()
-    return NotebookInfo(m.group(1), path.stem, path, title, _field(first, "Papers"), _field(first, "Runtime"))
+    return NotebookInfo(
+        m.group(1), path.stem, path, title, _field(first, "Papers"), _field(first, "Runtime")
+    )
 
 
 def discover(directory: Path | None = None) -> list[NotebookInfo]:
@@ -95,7 +103,9 @@ def select(infos: list[NotebookInfo], ids: list[str]) -> list[NotebookInfo]:
         by_key.update({info.id: info, str(int(info.id)): info, info.name: info})
     unknown = [i for i in ids if i not in by_key]
     if unknown:
-        raise KeyError(f"unknown notebook id(s): {', '.join(unknown)} (known: {', '.join(i.id for i in infos)})")
+        raise KeyError(
+            f"unknown notebook id(s): {', '.join(unknown)} (known: {', '.join(i.id for i in infos)})"
+        )
     return [by_key[i] for i in ids]
 
 
@@ -150,13 +160,17 @@ def run_notebook(
             cwd=str(info.path.parent),
             progress_bar=progress and {"desc": info.name, "leave": False, "unit": "cell"},
             kernel_name="python3",
+            language="python",
             timeout_func=lambda cell: max(deadline - time.perf_counter(), 0.01),
         )
     except CellTimeoutError:
         status = "timeout"
         error = f"timed out after {time.perf_counter() - start:.1f} s (limit {timeout:g} s)"
     except KeyboardInterrupt:
-        status, error = "interrupted", f"interrupted (Ctrl-C) after {time.perf_counter() - start:.1f} s"
+        status, error = (
+            "interrupted",
+            f"interrupted (Ctrl-C) after {time.perf_counter() - start:.1f} s",
+        )
     except Exception as exc:  # the notebook's own failure: report it, go on with the others
         status = "failed"
         error, tb = _describe_error(exc)
@@ -165,7 +179,14 @@ def run_notebook(
             os.environ.pop(METRICS_ENV, None)
         else:
             os.environ[METRICS_ENV] = old_env
-    result = Result(info.name, status, round(time.perf_counter() - start, 2), read_records(metrics_file), error, tb)
+    result = Result(
+        info.name,
+        status,
+        round(time.perf_counter() - start, 2),
+        read_records(metrics_file),
+        error,
+        tb,
+    )
     if out_nb.exists():
         result.ipynb = out_nb.name
         result.html = _render_html(out_nb)
@@ -188,7 +209,9 @@ def _render_html(nb_path: Path) -> str:
 def _git_commit() -> str:
     try:
         root = Path(__file__).resolve().parent.parent
-        proc = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5)
+        proc = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5
+        )
         return proc.stdout.strip() if proc.returncode == 0 else ""
     except Exception:
         return ""
@@ -241,27 +264,35 @@ def write_report(out_dir: Path, results: list[Result], meta: dict) -> None:
     for r in results:
         link = f"[{r.name}]({r.html or r.ipynb})" if (r.html or r.ipynb) else r.name
         metrics = ", ".join(f"{k}={_fmt(v)}" for k, v in r.metrics.items())
-        rows.append(f"| {link} | {r.status} | {r.seconds:.1f} | {metrics} | {r.error.replace('|', '/')} |")
-    (out_dir / "summary.md").write_text(f"# rlnb run {meta['started']}\n\n{head}\n\n" + "\n".join(rows) + "\n", encoding="utf-8")
+        rows.append(
+            f"| {link} | {r.status} | {r.seconds:.1f} | {metrics} | {r.error.replace('|', '/')} |"
+        )
+    (out_dir / "summary.md").write_text(
+        f"# rlnb run {meta['started']}\n\n{head}\n\n" + "\n".join(rows) + "\n", encoding="utf-8"
+    )
 
     esc = html.escape
     trs = []
     for r in results:
-        link = f'<a href="{esc(r.html or r.ipynb)}">{esc(r.name)}</a>' if (r.html or r.ipynb) else esc(r.name)
+        link = (
+            f'<a href="{esc(r.html or r.ipynb)}">{esc(r.name)}</a>'
+            if (r.html or r.ipynb)
+            else esc(r.name)
+        )
         metrics = "<br>".join(f"{esc(k)} = {esc(_fmt(v))}" for k, v in r.metrics.items())
         trs.append(
             f'<tr class="{esc(r.status)}"><td>{link}</td><td>{esc(r.status)}</td>'
             f"<td>{r.seconds:.1f}</td><td>{metrics}</td><td><pre>{esc(r.error)}</pre></td></tr>"
         )
     page = f"""<!doctype html>
-<html><head><meta charset="utf-8"><title>rlnb run {esc(meta['started'])}</title>
+<html><head><meta charset="utf-8"><title>rlnb run {esc(meta["started"])}</title>
 <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}
 td,th{{border:1px solid #ccc;padding:4px 8px;vertical-align:top}}tr.ok td:nth-child(2){{color:green}}
 tr.failed td:nth-child(2),tr.timeout td:nth-child(2),tr.interrupted td:nth-child(2){{color:#b00}}
 pre{{margin:0;white-space:pre-wrap}}</style></head><body>
-<h1>rlnb run {esc(meta['started'])}</h1><p>{esc(head.replace('`', ''))}</p>
+<h1>rlnb run {esc(meta["started"])}</h1><p>{esc(head.replace("`", ""))}</p>
 <table><tr><th>notebook</th><th>status</th><th>seconds</th><th>metrics</th><th>error</th></tr>
-{''.join(trs)}</table></body></html>
+{"".join(trs)}</table></body></html>
 """
     (out_dir / "index.html").write_text(page, encoding="utf-8")
 
@@ -281,7 +312,9 @@ def run_notebooks(
     """
     out_dir = Path(out_dir)
     if out_dir.exists() and any(out_dir.iterdir()):
-        raise FileExistsError(f"out: {out_dir} already exists and is not empty; choose a new directory")
+        raise FileExistsError(
+            f"out: {out_dir} already exists and is not empty; choose a new directory"
+        )
     out_dir.mkdir(parents=True, exist_ok=True)
     meta = {
         "started": dt.datetime.now().isoformat(timespec="seconds"),

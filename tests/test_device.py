@@ -37,7 +37,10 @@ def test_seed_everything_reproduces_all_generators():
     seed_everything(8)
     assert draw() != a
     g = seed_everything(7)
-    assert torch.rand(1, generator=g).item() == torch.rand(1, generator=torch.Generator().manual_seed(7)).item()
+    assert (
+        torch.rand(1, generator=g).item()
+        == torch.rand(1, generator=torch.Generator().manual_seed(7)).item()
+    )
 
 
 @pytest.mark.parametrize("bad", [-1, 1.5, "3", True])

@@ -38,7 +38,9 @@ def test_record_without_runner_keeps_in_memory(monkeypatch, capsys):
     assert "x = 3" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("name,value", [("", 1.0), ("v", torch.ones(2)), ("v", [1, 2]), ("v", None)])
+@pytest.mark.parametrize(
+    "name,value", [("", 1.0), ("v", torch.ones(2)), ("v", [1, 2]), ("v", None)]
+)
 def test_record_rejects_bad_input(name, value):
     with pytest.raises(ValueError):
         notebook.record(name, value)

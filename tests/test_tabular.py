@@ -7,7 +7,9 @@ from rlnb.train.tabular import mc_prediction, rms_error, td0_prediction
 
 def test_random_walk_values_match_sutton_barto():
     m5 = random_walk(5)
-    torch.testing.assert_close(m5.evaluate(m5.uniform_policy()).V[1:-1], torch.arange(1, 6, dtype=torch.float64) / 6)
+    torch.testing.assert_close(
+        m5.evaluate(m5.uniform_policy()).V[1:-1], torch.arange(1, 6, dtype=torch.float64) / 6
+    )
     m19 = random_walk(19)
     i = torch.arange(1, 20, dtype=torch.float64)
     torch.testing.assert_close(m19.evaluate(m19.uniform_policy()).V[1:-1], (2 * i - 20) / 20)
@@ -90,7 +92,7 @@ def test_sampled_returns_are_unbiased_for_v():
     v0 = mc_prediction(data, 4, 0.8, alpha=1.0)  # α = 1: V(s) = the last return seen
     # average of discounted returns from the start state, computed directly
     done = data.done.tolist()
-    G, starts, returns = 0.0, [], []
+    G, returns = 0.0, []
     for t in range(len(done) - 1, -1, -1):
         G = data.rewards[t].item() + 0.8 * (0.0 if done[t] else G)
         if t == 0 or done[t - 1]:
@@ -130,8 +132,12 @@ def test_truncation_bootstraps_in_both_learners():
     from rlnb.envs.tabular import Transitions
 
     t = Transitions(
-        torch.tensor([0]), torch.tensor([0]), torch.tensor([0.0]), torch.tensor([1]),
-        torch.tensor([False]), torch.tensor([True]),
+        torch.tensor([0]),
+        torch.tensor([0]),
+        torch.tensor([0.0]),
+        torch.tensor([1]),
+        torch.tensor([False]),
+        torch.tensor([True]),
     )
     v0 = torch.tensor([0.0, 1.0])
     for learner in (td0_prediction, mc_prediction):

@@ -62,18 +62,26 @@ class TabularMDP:
         if self.R.shape == (S, A):
             self.R = self.R[:, :, None].expand(S, A, S).clone()
         if self.R.shape != (S, A, S):
-            raise ValueError(f"R: expected shape [S, A, S] or [S, A] = {(S, A)}, got {tuple(self.R.shape)}")
-        if (self.P < 0).any() or not torch.allclose(self.P.sum(-1), torch.ones(S, A, dtype=torch.float64)):
+            raise ValueError(
+                f"R: expected shape [S, A, S] or [S, A] = {(S, A)}, got {tuple(self.R.shape)}"
+            )
+        if (self.P < 0).any() or not torch.allclose(
+            self.P.sum(-1), torch.ones(S, A, dtype=torch.float64)
+        ):
             raise ValueError("P: expected non-negative rows P[s, a, :] summing to 1")
         if not 0.0 <= float(self.gamma) <= 1.0:
             raise ValueError(f"gamma: expected a float in [0, 1], got {self.gamma}")
         self.gamma = float(self.gamma)
         self.initial = torch.as_tensor(self.initial, dtype=torch.float64)
         if self.initial.shape != (S,) or abs(float(self.initial.sum()) - 1) > 1e-9:
-            raise ValueError(f"initial: expected a distribution of shape [{S}], got {tuple(self.initial.shape)}")
+            raise ValueError(
+                f"initial: expected a distribution of shape [{S}], got {tuple(self.initial.shape)}"
+            )
         self.terminal = torch.as_tensor(self.terminal, dtype=torch.bool)
         if self.terminal.shape != (S,):
-            raise ValueError(f"terminal: expected a bool mask of shape [{S}], got {tuple(self.terminal.shape)}")
+            raise ValueError(
+                f"terminal: expected a bool mask of shape [{S}], got {tuple(self.terminal.shape)}"
+            )
 
     @property
     def n_states(self) -> int:
@@ -90,12 +98,16 @@ class TabularMDP:
                 f"policy: expected probabilities of shape [S, A] = {(self.n_states, self.n_actions)}, "
                 f"got {tuple(policy.shape)}"
             )
-        if (policy < 0).any() or not torch.allclose(policy.sum(-1), torch.ones(self.n_states, dtype=torch.float64)):
+        if (policy < 0).any() or not torch.allclose(
+            policy.sum(-1), torch.ones(self.n_states, dtype=torch.float64)
+        ):
             raise ValueError("policy: expected non-negative rows summing to 1")
         return policy
 
     def uniform_policy(self) -> Tensor:
-        return torch.full((self.n_states, self.n_actions), 1.0 / self.n_actions, dtype=torch.float64)
+        return torch.full(
+            (self.n_states, self.n_actions), 1.0 / self.n_actions, dtype=torch.float64
+        )
 
     def evaluate(self, policy: Tensor) -> Evaluation:
         """Exact ``V``, ``Q`` and ``A`` of ``policy`` by solving ``(I − γ P_π) V = r_π``.
@@ -112,7 +124,9 @@ class TabularMDP:
         system = torch.eye(self.n_states, dtype=torch.float64) - self.gamma * P_pi
         V = torch.linalg.solve_ex(system, r_pi).result
         if not torch.isfinite(V).all() or torch.linalg.cond(system) > 1e12:
-            raise ValueError("policy: the Bellman system is singular (with gamma=1 every state must reach a terminal state)")
+            raise ValueError(
+                "policy: the Bellman system is singular (with gamma=1 every state must reach a terminal state)"
+            )
         Q = (r_sa + self.gamma * torch.einsum("sat,t->sa", P_sa, V)) * live[:, None]
         return Evaluation(V, Q, (Q - V[:, None]) * live[:, None])
 
@@ -139,18 +153,29 @@ class TabularMDP:
             term = self.terminal[nxt]
             for k, v in zip(
                 Transitions._fields,
-                (state, action, self.R[state, action, nxt], nxt, term, ~term & (t == max_steps - 1)),
+                (
+                    state,
+                    action,
+                    self.R[state, action, nxt],
+                    nxt,
+                    term,
+                    ~term & (t == max_steps - 1),
+                ),
             ):
                 cols[k].append(v)
             steps.append(alive.clone())
             alive = alive & ~term
             state = nxt
         live = torch.stack(steps, 1)  # [n, T]: which (episode, step) pairs happened
-        out = [torch.stack(cols[k], 1)[live] for k in Transitions._fields]  # row-major: episode by episode
+        out = [
+            torch.stack(cols[k], 1)[live] for k in Transitions._fields
+        ]  # row-major: episode by episode
         return Transitions(*out)
 
 
-def chain(n_states: int = 7, slip: float = 0.1, gamma: float = 0.9, start: int | None = None) -> TabularMDP:
+def chain(
+    n_states: int = 7, slip: float = 0.1, gamma: float = 0.9, start: int | None = None
+) -> TabularMDP:
     """A corridor: actions 0 = left, 1 = right; the move goes the other way with prob ``slip``.
 
     The left end reflects; the rightmost state is terminal and entering it pays +1 (every other

@@ -34,7 +34,11 @@ def td0_prediction(
     Returns ``[n_episodes, n_states]``: the table after each episode (float64).
     """
     V = _check(n_states, gamma, alpha, v0)
-    s, r, s1 = (transitions.states.tolist(), transitions.rewards.tolist(), transitions.next_states.tolist())
+    s, r, s1 = (
+        transitions.states.tolist(),
+        transitions.rewards.tolist(),
+        transitions.next_states.tolist(),
+    )
     term, done = transitions.terminated.tolist(), transitions.done.tolist()
     history = []
     for t in range(len(s)):
@@ -54,7 +58,11 @@ def mc_prediction(
     Returns ``[n_episodes, n_states]``: the table after each episode (float64).
     """
     V = _check(n_states, gamma, alpha, v0)
-    s, r, s1 = (transitions.states.tolist(), transitions.rewards.tolist(), transitions.next_states.tolist())
+    s, r, s1 = (
+        transitions.states.tolist(),
+        transitions.rewards.tolist(),
+        transitions.next_states.tolist(),
+    )
     term, done = transitions.terminated.tolist(), transitions.done.tolist()
     history, start = [], 0
     for end in range(len(s)):
@@ -76,7 +84,9 @@ def rms_error(history: Tensor, exact: Tensor, states: Tensor | None = None) -> T
     """Root-mean-square error of each row of ``history`` against ``exact`` over ``states`` (default:
     the states where ``exact`` is defined and non-terminal are chosen by the caller; all by default)."""
     if history.shape[-1] != exact.shape[-1]:
-        raise ValueError(f"history, exact: state dimensions differ, {tuple(history.shape)} vs {tuple(exact.shape)}")
+        raise ValueError(
+            f"history, exact: state dimensions differ, {tuple(history.shape)} vs {tuple(exact.shape)}"
+        )
     diff = history - exact
     if states is not None:
         diff = diff[..., states]

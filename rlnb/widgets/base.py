@@ -9,7 +9,9 @@ import matplotlib.pyplot as plt
 from IPython.display import display
 
 
-def explorer(controls: dict[str, W.ValueWidget], draw: Callable[..., object], title: str = "") -> W.VBox:
+def explorer(
+    controls: dict[str, W.ValueWidget], draw: Callable[..., object], title: str = ""
+) -> W.VBox:
     """Return a ``VBox`` of ``controls`` above an output area; ``draw(**values)`` renders into it.
 
     ``draw`` is called once immediately (so headless execution renders the widget's first state)

@@ -13,7 +13,9 @@ from rlnb.widgets.base import explorer
 P_RIGHT = 0.7  # the tour's policy: step right with probability 0.7
 
 
-def tour_estimates(alpha: float, gamma: float, episodes: int = 300, seed: int = 0, n_states: int = 7) -> dict:
+def tour_estimates(
+    alpha: float, gamma: float, episodes: int = 300, seed: int = 0, n_states: int = 7
+) -> dict:
     """The tour's callback (pure): estimate ``V^π`` on ``chain(n_states, gamma=gamma)`` three ways.
 
     Returns a dict of float64 tensors: ``exact`` (linear solve), ``mc`` and ``td`` (final tables
@@ -56,11 +58,17 @@ def plot_tour(est: dict, title: str = ""):
     return fig
 
 
-def tour_explorer(episodes: int = 300, seed: int = 0, alpha: float = 0.05, gamma: float = 0.9) -> W.VBox:
+def tour_explorer(
+    episodes: int = 300, seed: int = 0, alpha: float = 0.05, gamma: float = 0.9
+) -> W.VBox:
     """Sliders for α and γ; redraws the three estimates and their error curves."""
     controls = {
-        "alpha": W.FloatSlider(value=alpha, min=0.01, max=0.5, step=0.01, description="α", continuous_update=False),
-        "gamma": W.FloatSlider(value=gamma, min=0.5, max=1.0, step=0.01, description="γ", continuous_update=False),
+        "alpha": W.FloatSlider(
+            value=alpha, min=0.01, max=0.5, step=0.01, description="α", continuous_update=False
+        ),
+        "gamma": W.FloatSlider(
+            value=gamma, min=0.5, max=1.0, step=0.01, description="γ", continuous_update=False
+        ),
     }
 
     def draw(alpha, gamma):

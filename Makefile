@@ -1,0 +1,57 @@
+# Set-up and everyday commands (README.md, "Set up"). Each target makes .venv if it is missing
+# and re-uses it otherwise; an install step re-runs only when pyproject.toml changes.
+#   make run                 execute the whole series headless at PROFILE=ci into runs/<timestamp>/
+#   make run PROFILE=default the real sizes
+#   make test                unit tests + every notebook under papermill at PROFILE="ci"
+#   make lab                 JupyterLab on notebooks/
+#   make ... TORCH=torch     choose another torch (default torch==2.13.0: a CPU wheel on our machines)
+
+PYTHON ?= python3
+TORCH ?= torch==2.13.0
+PROFILE ?= ci
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: run test lab lint clean
+.DELETE_ON_ERROR:
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+# torch first and on its own: with no torch installed, a bare `torch` requirement pulls a
+# multi-GB CUDA build. Skipped when the venv already imports torch, unless TORCH= is given.
+ifeq ($(origin TORCH),command line)
+.PHONY: $(VENV)/.torch
+endif
+$(VENV)/.torch: | $(BIN)/python
+	@if [ "$(origin TORCH)" = "command line" ] || ! $(BIN)/python -c "import torch" 2>/dev/null; then \
+		echo "installing $(TORCH)"; $(BIN)/python -m pip install "$(TORCH)"; fi
+	touch $@
+
+$(VENV)/.core: pyproject.toml $(VENV)/.torch
+	$(BIN)/python -m pip install -e .
+	touch $@
+
+$(VENV)/.dev: pyproject.toml $(VENV)/.torch
+	$(BIN)/python -m pip install -e ".[dev]"
+	touch $@ $(VENV)/.core
+
+$(VENV)/.lab: pyproject.toml $(VENV)/.torch
+	$(BIN)/python -m pip install -e ".[lab]"
+	touch $@ $(VENV)/.core
+
+run: $(VENV)/.core
+	$(BIN)/rlnb run --profile $(PROFILE) $(if $(OUT),--out $(OUT))
+
+test: $(VENV)/.dev
+	$(BIN)/python -m pytest
+
+lab: $(VENV)/.lab
+	$(BIN)/jupyter lab notebooks/
+
+lint: $(VENV)/.dev
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache .ruff_cache

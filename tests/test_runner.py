@@ -1,0 +1,141 @@
+"""The runner and the ``rlnb`` command on small synthetic notebooks."""
+
+import json
+import subprocess
+import sys
+
+import nbformat
+import pytest
+
+from rlnb import cli, runner
+
+TITLE = "# {id} · {title}\n\n**Papers:** A Paper\n\n**Runtime:** ci ≈ 1 s"
+PARAMS = 'PROFILE = "default"\nSEED = 0\nDEVICE = "auto"'
+
+
+def write_nb(path, *sources, title="Synthetic"):
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        nbformat.v4.new_markdown_cell(TITLE.format(id=path.name[:2], title=title)),
+        nbformat.v4.new_code_cell(PARAMS, metadata={"tags": ["parameters"]}),
+        *[nbformat.v4.new_code_cell(s) for s in sources],
+    ]
+    nbformat.write(nb, path)
+
+
+@pytest.fixture(scope="module")
+def series(tmp_path_factory):
+    d = tmp_path_factory.mktemp("notebooks")
+    write_nb(
+        d / "00_ok.ipynb",
+        "import rlnb\nrlnb.record('profile_is_ci', PROFILE == 'ci')\nrlnb.record('seed', SEED)",
+        title="Fine",
+    )
+    write_nb(
+        d / "01_fails.ipynb",
+        "import rlnb\nrlnb.record('before', 1.5)",
+        "x = 2\nassert x < 1, 'x is too big'",
+        title="Broken",
+    )
+    write_nb(d / "02_slow.ipynb", "import time\ntime.sleep(60)", title="Slow")
+    return d
+
+
+def test_discover_reads_titles(series):
+    infos = runner.discover(series)
+    assert [(i.id, i.name, i.title, i.papers) for i in infos] == [
+        ("00", "00_ok", "Fine", "A Paper"),
+        ("01", "01_fails", "Broken", "A Paper"),
+        ("02", "02_slow", "Slow", "A Paper"),
+    ]
+    assert infos[0].runtime == "ci ≈ 1 s"
+    assert [i.name for i in runner.select(infos, ["1", "00_ok"])] == ["01_fails", "00_ok"]
+    with pytest.raises(KeyError, match="99"):
+        runner.select(infos, ["99"])
+
+
+def test_run_reports_failure_and_keeps_other_outputs(series, tmp_path):
+    out = tmp_path / "run"
+    infos = runner.select(runner.discover(series), ["00", "01"])
+    results = runner.run_notebooks(
+        infos, out, profile="ci", timeout=120, params={"SEED": 4}, echo=lambda *_: None
+    )
+    ok, bad = results
+    assert ok.status == "ok" and ok.metrics == {"profile_is_ci": True, "seed": 4}
+    assert bad.status == "failed"
+    assert (
+        "cell" in bad.error and "x = 2" in bad.error and "AssertionError: x is too big" in bad.error
+    )
+    assert bad.metrics == {"before": 1.5}  # recorded before the failure, still there
+    for name in (
+        "00_ok.ipynb",
+        "00_ok.html",
+        "01_fails.ipynb",
+        "01_fails.html",
+        "index.html",
+        "summary.md",
+    ):
+        assert (out / name).exists(), name
+    data = json.loads((out / "metrics.json").read_text())
+    assert data["profile"] == "ci" and data["notebooks"]["00_ok"]["metrics"]["seed"] == 4
+    assert {"torch", "rlnb", "device", "git_commit"} <= set(data)
+    assert "01_fails" in (out / "summary.md").read_text()
+    with pytest.raises(FileExistsError):
+        runner.run_notebooks(infos, out)  # never overwrite silently
+
+
+def test_timeout_is_reported_with_elapsed_time(series, tmp_path):
+    info = runner.select(runner.discover(series), ["02"])[0]
+    res = runner.run_notebook(info, tmp_path, timeout=8, progress=False)
+    assert res.status == "timeout"
+    assert "timed out after" in res.error and res.seconds < 40
+
+
+def test_interrupt_writes_report_of_what_finished(series, tmp_path, monkeypatch):
+    infos = runner.discover(series)
+    fake = iter(
+        [runner.Result("00_ok", "ok", 1.0, {"m": 1}), runner.Result("01_fails", "interrupted", 0.5)]
+    )
+    monkeypatch.setattr(runner, "run_notebook", lambda *a, **k: next(fake))
+    with pytest.raises(KeyboardInterrupt):
+        runner.run_notebooks(infos, tmp_path / "r", echo=lambda *_: None)
+    data = json.loads((tmp_path / "r" / "metrics.json").read_text())
+    assert list(data["notebooks"]) == ["00_ok", "01_fails"]
+    assert data["notebooks"]["01_fails"]["status"] == "interrupted"
+
+
+def rlnb_cmd(*args, cwd=None):
+    return subprocess.run(
+        [sys.executable, "-m", "rlnb", *args], capture_output=True, text=True, cwd=cwd, timeout=300
+    )
+
+
+def test_cli_unknown_id_exits_2_with_one_line(series, tmp_path):
+    proc = rlnb_cmd("--notebooks", str(series), "run", "99", "--out", str(tmp_path / "x"))
+    assert proc.returncode == 2
+    assert proc.stderr.strip().count("\n") == 0 and "99" in proc.stderr
+    assert not (tmp_path / "x").exists()
+
+
+def test_cli_failing_notebook_exits_1_naming_it(series, tmp_path):
+    proc = rlnb_cmd("--notebooks", str(series), "run", "0", "1", "--out", str(tmp_path / "r"))
+    assert proc.returncode == 1
+    assert "01_fails failed" in proc.stderr and "AssertionError: x is too big" in proc.stderr
+    assert (tmp_path / "r" / "00_ok.html").exists()
+    again = rlnb_cmd("--notebooks", str(series), "run", "0", "--out", str(tmp_path / "r"))
+    assert again.returncode == 2 and "not empty" in again.stderr
+
+
+def test_cli_list(series):
+    proc = rlnb_cmd("--notebooks", str(series), "list")
+    assert proc.returncode == 0 and "00  Fine" in proc.stdout and "papers: A Paper" in proc.stdout
+    md = rlnb_cmd("--notebooks", str(series), "list", "--markdown").stdout
+    assert md.splitlines()[0].startswith("| # |") and "[Broken](notebooks/01_fails.ipynb)" in md
+
+
+def test_parse_param():
+    assert cli._parse_param("SEED=3") == ("SEED", 3)
+    assert cli._parse_param("DEVICE=cpu") == ("DEVICE", "cpu")
+    assert cli._parse_param("X=[1, 2]") == ("X", [1, 2])
+    with pytest.raises(ValueError, match="--param"):
+        cli._parse_param("no-equals")
