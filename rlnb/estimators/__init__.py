@@ -1,0 +1,26 @@
+"""Pure functions on tensors that turn rewards and values into targets and advantages.
+
+Conventions are stated once, at the top of ``rlnb.estimators.returns``. ``rlnb.estimators``
+imports nothing else of rlnb. ``rlnb.estimators.reference`` holds the plain loops the tests
+compare against.
+"""
+
+from rlnb.estimators.advantages import Advantages, gae, vtrace
+from rlnb.estimators.returns import (
+    discounted_returns,
+    lambda_returns,
+    n_step_returns,
+    reverse_discounted_cumsum,
+    td_errors,
+)
+
+__all__ = [
+    "Advantages",
+    "discounted_returns",
+    "gae",
+    "lambda_returns",
+    "n_step_returns",
+    "reverse_discounted_cumsum",
+    "td_errors",
+    "vtrace",
+]

@@ -1,0 +1,72 @@
+"""Argument checks shared by the estimators (DESIGN §3). None of them syncs with the device,
+except under ``validate=True``."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def check_same_shape(**tensors: Tensor) -> None:
+    """All tensors have the shape of the first; the error names both arguments and shapes."""
+    items = list(tensors.items())
+    first, ref = items[0]
+    for name, t in items:
+        if not isinstance(t, Tensor):
+            raise ValueError(f"{name}: expected a torch.Tensor, got {type(t).__name__}")
+        if t.shape != ref.shape:
+            raise ValueError(
+                f"{name}: expected the shape of {first} {tuple(ref.shape)}, got {tuple(t.shape)}"
+            )
+
+
+def check_flags(**flags: Tensor) -> None:
+    for name, t in flags.items():
+        if t.dtype != torch.bool:
+            raise ValueError(f"{name}: expected a bool tensor, got dtype {t.dtype}")
+
+
+def check_unit(name: str, x, data: Tensor, validate: bool) -> Tensor | float:
+    """γ or λ: a float in [0, 1], or a tensor broadcastable to the data (range checked under validate)."""
+    if isinstance(x, Tensor):
+        try:
+            torch.broadcast_shapes(x.shape, data.shape)
+        except RuntimeError:
+            raise ValueError(
+                f"{name}: expected a float or a tensor broadcastable to {tuple(data.shape)}, got shape {tuple(x.shape)}"
+            ) from None
+        if validate and ((x < 0) | (x > 1)).any():
+            raise ValueError(f"{name}: expected values in [0, 1]")
+        return x
+    if isinstance(x, bool) or not isinstance(x, (int, float)) or not 0.0 <= float(x) <= 1.0:
+        raise ValueError(f"{name}: expected a float in [0, 1], got {x!r}")
+    return float(x)
+
+
+def check_finite(validate: bool, **tensors: Tensor) -> None:
+    if validate:
+        for name, t in tensors.items():
+            if not torch.isfinite(t).all():
+                raise ValueError(f"{name}: contains NaN or inf")
+
+
+def compute_dtype(t: Tensor) -> torch.dtype:
+    """float64 stays float64; everything else is computed in float32 (bf16 would lose the signal)."""
+    return torch.float64 if t.dtype == torch.float64 else torch.float32
+
+
+def to_time_last(time_dim: int, data: Tensor, *others):
+    """Move ``time_dim`` to the end of the data tensors, broadcasting tensor γ/λ to the data first."""
+    if not -data.ndim <= time_dim < data.ndim:
+        raise ValueError(
+            f"time_dim: expected a dimension of a {data.ndim}-d tensor, got {time_dim}"
+        )
+    dtype = compute_dtype(data)
+    out = []
+    for x in (data, *others):
+        if isinstance(x, Tensor):
+            x = x.expand(data.shape) if x.shape != data.shape else x
+            x = x.movedim(time_dim, -1)
+            x = x.to(dtype) if x.is_floating_point() else x
+        out.append(x)
+    return out

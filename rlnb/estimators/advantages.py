@@ -1,0 +1,143 @@
+"""Advantage estimators: GAE and V-trace. Conventions as in ``rlnb.estimators.returns``.
+
+Both return ``Advantages(advantages, returns)``: the policy-gradient signal and the value target.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+from rlnb.estimators._checks import (
+    check_finite,
+    check_flags,
+    check_same_shape,
+    check_unit,
+    to_time_last,
+)
+from rlnb.estimators.returns import reverse_discounted_cumsum
+
+
+class Advantages(NamedTuple):
+    advantages: Tensor
+    returns: Tensor
+
+
+def gae(
+    rewards: Tensor,
+    values: Tensor,
+    next_values: Tensor,
+    terminated: Tensor,
+    truncated: Tensor,
+    gamma,
+    lmbda,
+    time_dim: int = -1,
+    *,
+    validate: bool = False,
+) -> Advantages:
+    """Generalized Advantage Estimation ("High-Dimensional Continuous Control Using Generalized
+    Advantage Estimation", Schulman et al.).
+
+    ``δ_t = r_t + γ (1 − terminated_t) V(s_{t+1}) − V(s_t)``,
+    ``A_t = δ_t + γ λ (1 − done_t) A_{t+1}``, ``returns = A + values``.
+    λ = 0 gives the TD error, λ = 1 the Monte Carlo advantage (bootstrapped at truncation).
+    Matches TorchRL's ``generalized_advantage_estimate`` (with ``done``, ``terminated``) and
+    rlax's ``truncated_generalized_advantage_estimation`` within one episode.
+
+    >>> f = torch.zeros(2, dtype=torch.bool)
+    >>> gae(torch.ones(2), torch.zeros(2), torch.ones(2), f, f, 1.0, 0.5).advantages
+    tensor([3., 2.])
+    """
+    check_same_shape(
+        rewards=rewards,
+        values=values,
+        next_values=next_values,
+        terminated=terminated,
+        truncated=truncated,
+    )
+    check_flags(terminated=terminated, truncated=truncated)
+    check_finite(validate, rewards=rewards)
+    gamma = check_unit("gamma", gamma, rewards, validate)
+    lmbda = check_unit("lmbda", lmbda, rewards, validate)
+    r, v, nv, term, trunc, g, lam = to_time_last(
+        time_dim, rewards, values, next_values, terminated, truncated, gamma, lmbda
+    )
+    live, cont = (~term).to(r.dtype), (~(term | trunc)).to(r.dtype)
+    delta = r + g * live * nv - v
+    decay = g * lam * cont
+    adv = reverse_discounted_cumsum(delta, decay)
+    out = (adv, adv + v)
+    return Advantages(*(x.movedim(-1, time_dim).to(rewards.dtype) for x in out))
+
+
+def vtrace(
+    rewards: Tensor,
+    values: Tensor,
+    next_values: Tensor,
+    terminated: Tensor,
+    truncated: Tensor,
+    target_logp: Tensor,
+    behavior_logp: Tensor,
+    gamma,
+    lmbda=1.0,
+    rho_clip: float = 1.0,
+    c_clip: float = 1.0,
+    time_dim: int = -1,
+    *,
+    validate: bool = False,
+) -> Advantages:
+    """V-trace ("IMPALA: Scalable Distributed Deep-RL with Importance Weighted Actor-Learner
+    Architectures", Espeholt et al.).
+
+    ``ρ_t = min(ρ̄, π/μ)``, ``c_t = λ min(c̄, π/μ)``, ``δ_t = ρ_t (r_t + γ (1 − terminated_t) V(s_{t+1}) − V(s_t))``,
+    ``v_t − V(s_t) = δ_t + γ (1 − done_t) c_t (v_{t+1} − V(s_{t+1}))``  → ``returns = v``;
+    ``advantages_t = ρ_t (r_t + γ (1 − terminated_t) v'_{t+1} − V(s_t))`` with ``v'_{t+1} = v_{t+1}``
+    inside an episode and ``next_values_t`` at a truncated step or the window's end.
+    ``rho_clip = c_clip = inf`` and on-policy data give the λ-return. Matches TorchRL's
+    ``vtrace_advantage_estimate`` (λ = 1) and rlax's ``vtrace_td_error_and_advantage``.
+
+    >>> f = torch.zeros(2, dtype=torch.bool); z = torch.zeros(2)
+    >>> vtrace(torch.ones(2), z, z, f, f, z, z, 1.0).returns
+    tensor([2., 1.])
+    """
+    check_same_shape(
+        rewards=rewards,
+        values=values,
+        next_values=next_values,
+        terminated=terminated,
+        truncated=truncated,
+        target_logp=target_logp,
+        behavior_logp=behavior_logp,
+    )
+    check_flags(terminated=terminated, truncated=truncated)
+    check_finite(validate, rewards=rewards, target_logp=target_logp, behavior_logp=behavior_logp)
+    gamma = check_unit("gamma", gamma, rewards, validate)
+    lmbda = check_unit("lmbda", lmbda, rewards, validate)
+    for name, clip in (("rho_clip", rho_clip), ("c_clip", c_clip)):
+        if isinstance(clip, bool) or not isinstance(clip, (int, float)) or not clip > 0:
+            raise ValueError(
+                f"{name}: expected a positive float (inf for no clipping), got {clip!r}"
+            )
+    r, v, nv, term, trunc, tlp, blp, g, lam = to_time_last(
+        time_dim,
+        rewards,
+        values,
+        next_values,
+        terminated,
+        truncated,
+        target_logp,
+        behavior_logp,
+        gamma,
+        lmbda,
+    )
+    ratio = (tlp - blp).exp()
+    rho = ratio.clamp(max=rho_clip)
+    c = lam * ratio.clamp(max=c_clip)
+    live, cont = (~term).to(r.dtype), (~(term | trunc)).to(r.dtype)
+    delta = rho * (r + g * live * nv - v)
+    vs = v + reverse_discounted_cumsum(delta, g * c * cont)
+    vs_next = torch.where(trunc, nv, torch.cat([vs[..., 1:], nv[..., -1:]], -1))
+    adv = rho * (r + g * live * vs_next - v)
+    return Advantages(*(x.movedim(-1, time_dim).to(rewards.dtype) for x in (adv, vs)))
