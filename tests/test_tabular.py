@@ -153,3 +153,56 @@ def test_learner_errors(kw):
     args = {"n_states": 3, "gamma": 0.9, "alpha": 0.1, **kw}
     with pytest.raises(ValueError, match=next(iter(kw))):
         td0_prediction(data, **args)
+
+
+def test_value_iteration_is_optimal():
+    from rlnb.envs.tabular import garnet, gridworld
+
+    for mdp in (gridworld(3, 4, slip=0.2), garnet(12, 3, 4, seed=1)):
+        V, greedy = mdp.value_iteration()
+        torch.testing.assert_close(mdp.evaluate(greedy).V, V, atol=1e-8, rtol=0)
+        Q = (mdp.P * (mdp.R + mdp.gamma * V)).sum(-1) * (~mdp.terminal)[:, None]
+        torch.testing.assert_close(Q.max(-1).values, V, atol=1e-8, rtol=0)  # Bellman optimality
+        g = torch.Generator().manual_seed(0)
+        for _ in range(5):  # no random policy does better anywhere
+            pi = torch.softmax(torch.randn(mdp.n_states, mdp.n_actions, generator=g, dtype=torch.float64), -1)
+            assert (mdp.evaluate(pi).V <= V + 1e-8).all()
+
+
+def test_generative_model_frequencies():
+    from rlnb.envs.tabular import garnet
+
+    mdp = garnet(6, 2, 3, seed=2)
+    nxt = mdp.sample_next_states(20000, seed=0)
+    freq = torch.nn.functional.one_hot(nxt, 6).double().mean(2)
+    assert nxt.shape == (6, 2, 20000)
+    assert (freq - mdp.P).abs().max() < 0.02
+    assert ((mdp.P > 0).sum(-1) <= 3).all()
+
+
+def test_gridworld_layout():
+    from rlnb.envs.tabular import gridworld
+
+    mdp = gridworld(2, 3, slip=0.0, step_reward=-1.0, goal_reward=0.0, gamma=1.0)
+    V = mdp.value_iteration()[0]
+    # deterministic moves, −1 per step, 0 for the step into the goal: V = 1 − distance to the goal
+    torch.testing.assert_close(V, -torch.tensor([2.0, 1, 0, 1, 0, 0], dtype=torch.float64))
+    with pytest.raises(ValueError, match="rows"):
+        gridworld(1, 1)
+
+
+def test_offline_lambda_one_is_monte_carlo_and_alphas_vectorise():
+    from rlnb.estimators import lambda_returns
+    from rlnb.train.tabular import offline_prediction
+
+    mdp = random_walk(5)
+    data = mdp.sample_episodes(mdp.uniform_policy(), n=50, max_steps=1000, seed=3)
+    alphas = [0.05, 0.2]
+    target = lambda *x: lambda_returns(*x, 1.0, 1.0)  # noqa: E731
+    off = offline_prediction(data, 7, alphas, target, v0=0.5)
+    assert off.shape == (50, 2, 7)
+    for k, a in enumerate(alphas):
+        torch.testing.assert_close(off[:, k], mc_prediction(data, 7, 1.0, a, v0=0.5))
+        torch.testing.assert_close(off[:, k], offline_prediction(data, 7, a, target, v0=0.5))
+    both = td0_prediction(data, 7, 1.0, alphas, v0=0.5)
+    torch.testing.assert_close(both[:, 1], td0_prediction(data, 7, 1.0, 0.2, v0=0.5))

@@ -130,6 +130,31 @@ class TabularMDP:
         Q = (r_sa + self.gamma * torch.einsum("sat,t->sa", P_sa, V)) * live[:, None]
         return Evaluation(V, Q, (Q - V[:, None]) * live[:, None])
 
+    def value_iteration(self, tol: float = 1e-10, max_iters: int = 100_000) -> tuple[Tensor, Tensor]:
+        """Optimal values and a greedy deterministic policy: ``V ← max_a Σ P (R + γ V)``.
+
+        Stops when the largest change is below ``tol`` (needs ``gamma < 1`` or proper policies).
+        """
+        live = (~self.terminal).to(torch.float64)
+        V = torch.zeros(self.n_states, dtype=torch.float64)
+        for _ in range(max_iters):
+            Q = (self.P * (self.R + self.gamma * V)).sum(-1) * live[:, None]
+            V_new = Q.max(-1).values
+            if (V_new - V).abs().max() < tol:
+                V = V_new
+                break
+            V = V_new
+        policy = torch.nn.functional.one_hot(Q.argmax(-1), self.n_actions).to(torch.float64)
+        return V, policy
+
+    def sample_next_states(self, n: int, seed: int = 0) -> Tensor:
+        """A generative model: ``n`` independent next states for every (s, a), shaped ``[S, A, n]``."""
+        if not isinstance(n, int) or n < 1:
+            raise ValueError(f"n: expected a positive int, got {n!r}")
+        g = torch.Generator().manual_seed(seed)
+        flat = self.P.reshape(-1, self.n_states)
+        return torch.multinomial(flat, n, replacement=True, generator=g).reshape(self.n_states, self.n_actions, n)
+
     def sample_episodes(self, policy: Tensor, n: int, max_steps: int, seed: int = 0) -> Transitions:
         """Sample ``n`` episodes, all in parallel, truncating any still running after ``max_steps``.
 
@@ -228,3 +253,72 @@ def random_walk(n_states: int = 5) -> TabularMDP:
     terminal = torch.zeros(S, dtype=torch.bool)
     terminal[[0, S - 1]] = True
     return TabularMDP(P, R, 1.0, initial, terminal)
+
+
+def gridworld(
+    rows: int = 4,
+    cols: int = 4,
+    goal: tuple[int, int] | None = None,
+    slip: float = 0.1,
+    gamma: float = 0.95,
+    step_reward: float = 0.0,
+    goal_reward: float = 1.0,
+    start: tuple[int, int] | None = (0, 0),
+) -> TabularMDP:
+    """A ``rows × cols`` grid; actions up, right, down, left; a move slips to a random other
+    direction with probability ``slip``; walls keep the agent in place. Entering ``goal``
+    (default: the far corner, terminal) pays ``goal_reward``, every other step ``step_reward``.
+    State ``r * cols + c``. ``start=None`` starts uniformly over non-terminal cells.
+    """
+    if rows < 1 or cols < 1 or rows * cols < 2:
+        raise ValueError(f"rows, cols: expected a grid of at least 2 cells, got {rows}×{cols}")
+    if not 0.0 <= slip <= 1.0:
+        raise ValueError(f"slip: expected a probability in [0, 1], got {slip}")
+    goal = goal if goal is not None else (rows - 1, cols - 1)
+    S = rows * cols
+    g = goal[0] * cols + goal[1]
+    moves = [(-1, 0), (0, 1), (1, 0), (0, -1)]
+    P = torch.zeros(S, 4, S, dtype=torch.float64)
+    for r in range(rows):
+        for c in range(cols):
+            s = r * cols + c
+            for a in range(4):
+                for b, (dr, dc) in enumerate(moves):
+                    p = 1 - slip if a == b else slip / 3
+                    nr, nc = min(max(r + dr, 0), rows - 1), min(max(c + dc, 0), cols - 1)
+                    P[s, a, nr * cols + nc] += p
+    P[g] = 0.0
+    P[g, :, g] = 1.0
+    R = torch.full((S, 4, S), step_reward, dtype=torch.float64)
+    R[:, :, g] = goal_reward
+    R[g] = 0.0
+    terminal = torch.zeros(S, dtype=torch.bool)
+    terminal[g] = True
+    if start is None:
+        initial = (~terminal).to(torch.float64) / (S - 1)
+    else:
+        initial = torch.zeros(S, dtype=torch.float64)
+        initial[start[0] * cols + start[1]] = 1.0
+    return TabularMDP(P, R, gamma, initial, terminal)
+
+
+def garnet(n_states: int, n_actions: int, branching: int, seed: int = 0, gamma: float = 0.9) -> TabularMDP:
+    """A random "Garnet" MDP (Archibald et al.): each (s, a) reaches ``branching`` random next
+    states with probabilities from a uniform stick-breaking; rewards ~ N(0, 1) per (s, a).
+    No terminal states; the initial distribution is uniform.
+    """
+    if not 1 <= branching <= n_states:
+        raise ValueError(f"branching: expected an int in [1, n_states={n_states}], got {branching}")
+    if n_actions < 1:
+        raise ValueError(f"n_actions: expected a positive int, got {n_actions}")
+    g = torch.Generator().manual_seed(seed)
+    P = torch.zeros(n_states, n_actions, n_states, dtype=torch.float64)
+    for s in range(n_states):
+        for a in range(n_actions):
+            nxt = torch.randperm(n_states, generator=g)[:branching]
+            cuts = torch.sort(torch.rand(branching - 1, generator=g, dtype=torch.float64)).values
+            probs = torch.diff(torch.cat([torch.zeros(1, dtype=torch.float64), cuts, torch.ones(1, dtype=torch.float64)]))
+            P[s, a, nxt] = probs
+    R = torch.randn(n_states, n_actions, generator=g, dtype=torch.float64)
+    initial = torch.full((n_states,), 1.0 / n_states, dtype=torch.float64)
+    return TabularMDP(P, R, gamma, initial, torch.zeros(n_states, dtype=torch.bool))
