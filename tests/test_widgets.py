@@ -42,3 +42,31 @@ def test_tour_explorer_builds_and_redraws():
     sliders = [c for c in box.children[1].children if isinstance(c, W.FloatSlider)]
     assert [s.description for s in sliders] == ["α", "γ"]
     sliders[0].value = 0.2  # fires the callback; must not raise
+
+
+@pytest.mark.parametrize("lmbda", [0.0, 0.3, 0.8, 1.0])
+@pytest.mark.parametrize("seed", [0, 5])
+def test_lambda_return_example_on_a_grid(lmbda, seed):
+    from rlnb.widgets import lambda_return_example
+
+    ex = lambda_return_example(lmbda, seed)
+    torch.testing.assert_close(ex["weights"].sum(), torch.tensor(1.0, dtype=torch.float64))
+    assert (ex["weights"] >= 0).all()
+    torch.testing.assert_close(ex["weighted_sum"], ex["lambda_return"])
+    if lmbda == 0.0:  # the TD target
+        torch.testing.assert_close(ex["lambda_return"], ex["n_step"][0])
+    if lmbda == 1.0:  # the Monte Carlo return: ±1 on the 19-state walk
+        torch.testing.assert_close(ex["lambda_return"], ex["n_step"][-1])
+        assert abs(ex["lambda_return"].item()) == 1.0
+
+
+def test_lambda_return_weights_errors_and_explorer():
+    from rlnb.widgets import lambda_return_explorer, lambda_return_weights
+
+    torch.testing.assert_close(lambda_return_weights(0.5, 3), torch.tensor([0.5, 0.25, 0.25], dtype=torch.float64))
+    with pytest.raises(ValueError, match="lmbda"):
+        lambda_return_weights(1.5, 3)
+    with pytest.raises(ValueError, match="horizon"):
+        lambda_return_weights(0.5, 0)
+    box = lambda_return_explorer()
+    box.children[1].children[0].value = 0.3  # fires the callback; must not raise
