@@ -63,20 +63,27 @@ def run(repeats: int) -> str:
             r, v, nv, term, trunc = data(B, T, device)
             done = term | trunc
             u = [x.unsqueeze(-1) for x in (r, v, nv, done, term)]  # TorchRL: [B, T, 1], time_dim=-2
-            d64 = [x.double().cpu() if x.is_floating_point() else x.cpu() for x in (r, v, nv, term, trunc)]
+            d64 = [
+                x.double().cpu() if x.is_floating_point() else x.cpu()
+                for x in (r, v, nv, term, trunc)
+            ]
             exact_gae = ref.gae_loop(*d64, GAMMA, LMBDA)[0]
             exact_lam = ref.lambda_returns_loop(d64[0], d64[2], d64[3], d64[4], GAMMA, LMBDA)
             gae_methods = {
                 "rlnb fast": lambda: E.gae(r, v, nv, term, trunc, GAMMA, LMBDA).advantages,
                 "rlnb loop": lambda: ref.gae_loop(r, v, nv, term, trunc, GAMMA, LMBDA)[0],
-                "TorchRL generalized_advantage_estimate": lambda: trl.generalized_advantage_estimate(
-                    GAMMA, LMBDA, u[1], u[2], u[0], u[3], u[4]
-                )[0],
+                "TorchRL generalized_advantage_estimate": lambda: (
+                    trl.generalized_advantage_estimate(GAMMA, LMBDA, u[1], u[2], u[0], u[3], u[4])[
+                        0
+                    ]
+                ),
             }
             if B * T * T <= 2**31:  # the vectorised version builds [B, T, T]-sized filters
-                gae_methods["TorchRL vec_generalized_advantage_estimate"] = lambda: trl.vec_generalized_advantage_estimate(
-                    GAMMA, LMBDA, u[1], u[2], u[0], u[3], u[4]
-                )[0]
+                gae_methods["TorchRL vec_generalized_advantage_estimate"] = lambda: (
+                    trl.vec_generalized_advantage_estimate(
+                        GAMMA, LMBDA, u[1], u[2], u[0], u[3], u[4]
+                    )[0]
+                )
             lam_methods = {
                 "rlnb fast": lambda: E.lambda_returns(r, v, nv, term, trunc, GAMMA, LMBDA),
                 "rlnb loop": lambda: ref.lambda_returns_loop(r, nv, term, trunc, GAMMA, LMBDA),
@@ -84,7 +91,10 @@ def run(repeats: int) -> str:
                     GAMMA, LMBDA, u[2], u[0], u[3], u[4]
                 ),
             }
-            for name, methods, exact in (("GAE", gae_methods, exact_gae), ("λ-return", lam_methods, exact_lam)):
+            for name, methods, exact in (
+                ("GAE", gae_methods, exact_gae),
+                ("λ-return", lam_methods, exact_lam),
+            ):
                 res = {}
                 for m, fn in methods.items():
                     out = fn()
@@ -109,7 +119,9 @@ def machine() -> str:
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--repeats", type=int, default=7)
-    p.add_argument("--out", type=Path, default=None, help="also write the table (with the machine) here")
+    p.add_argument(
+        "--out", type=Path, default=None, help="also write the table (with the machine) here"
+    )
     args = p.parse_args()
     table = run(args.repeats)
     text = f"# Estimator speed: rlnb vs TorchRL\n\nMachine: {machine()}.\n\n{table}\n"

@@ -165,7 +165,9 @@ def test_value_iteration_is_optimal():
         torch.testing.assert_close(Q.max(-1).values, V, atol=1e-8, rtol=0)  # Bellman optimality
         g = torch.Generator().manual_seed(0)
         for _ in range(5):  # no random policy does better anywhere
-            pi = torch.softmax(torch.randn(mdp.n_states, mdp.n_actions, generator=g, dtype=torch.float64), -1)
+            pi = torch.softmax(
+                torch.randn(mdp.n_states, mdp.n_actions, generator=g, dtype=torch.float64), -1
+            )
             assert (mdp.evaluate(pi).V <= V + 1e-8).all()
 
 

@@ -63,7 +63,9 @@ def test_lambda_return_example_on_a_grid(lmbda, seed):
 def test_lambda_return_weights_errors_and_explorer():
     from rlnb.widgets import lambda_return_explorer, lambda_return_weights
 
-    torch.testing.assert_close(lambda_return_weights(0.5, 3), torch.tensor([0.5, 0.25, 0.25], dtype=torch.float64))
+    torch.testing.assert_close(
+        lambda_return_weights(0.5, 3), torch.tensor([0.5, 0.25, 0.25], dtype=torch.float64)
+    )
     with pytest.raises(ValueError, match="lmbda"):
         lambda_return_weights(1.5, 3)
     with pytest.raises(ValueError, match="horizon"):

@@ -130,7 +130,9 @@ class TabularMDP:
         Q = (r_sa + self.gamma * torch.einsum("sat,t->sa", P_sa, V)) * live[:, None]
         return Evaluation(V, Q, (Q - V[:, None]) * live[:, None])
 
-    def value_iteration(self, tol: float = 1e-10, max_iters: int = 100_000) -> tuple[Tensor, Tensor]:
+    def value_iteration(
+        self, tol: float = 1e-10, max_iters: int = 100_000
+    ) -> tuple[Tensor, Tensor]:
         """Optimal values and a greedy deterministic policy: ``V ← max_a Σ P (R + γ V)``.
 
         Stops when the largest change is below ``tol`` (needs ``gamma < 1`` or proper policies).
@@ -153,7 +155,9 @@ class TabularMDP:
             raise ValueError(f"n: expected a positive int, got {n!r}")
         g = torch.Generator().manual_seed(seed)
         flat = self.P.reshape(-1, self.n_states)
-        return torch.multinomial(flat, n, replacement=True, generator=g).reshape(self.n_states, self.n_actions, n)
+        return torch.multinomial(flat, n, replacement=True, generator=g).reshape(
+            self.n_states, self.n_actions, n
+        )
 
     def sample_episodes(self, policy: Tensor, n: int, max_steps: int, seed: int = 0) -> Transitions:
         """Sample ``n`` episodes, all in parallel, truncating any still running after ``max_steps``.
@@ -302,7 +306,9 @@ def gridworld(
     return TabularMDP(P, R, gamma, initial, terminal)
 
 
-def garnet(n_states: int, n_actions: int, branching: int, seed: int = 0, gamma: float = 0.9) -> TabularMDP:
+def garnet(
+    n_states: int, n_actions: int, branching: int, seed: int = 0, gamma: float = 0.9
+) -> TabularMDP:
     """A random "Garnet" MDP (Archibald et al.): each (s, a) reaches ``branching`` random next
     states with probabilities from a uniform stick-breaking; rewards ~ N(0, 1) per (s, a).
     No terminal states; the initial distribution is uniform.
@@ -317,7 +323,11 @@ def garnet(n_states: int, n_actions: int, branching: int, seed: int = 0, gamma: 
         for a in range(n_actions):
             nxt = torch.randperm(n_states, generator=g)[:branching]
             cuts = torch.sort(torch.rand(branching - 1, generator=g, dtype=torch.float64)).values
-            probs = torch.diff(torch.cat([torch.zeros(1, dtype=torch.float64), cuts, torch.ones(1, dtype=torch.float64)]))
+            probs = torch.diff(
+                torch.cat(
+                    [torch.zeros(1, dtype=torch.float64), cuts, torch.ones(1, dtype=torch.float64)]
+                )
+            )
             P[s, a, nxt] = probs
     R = torch.randn(n_states, n_actions, generator=g, dtype=torch.float64)
     initial = torch.full((n_states,), 1.0 / n_states, dtype=torch.float64)

@@ -37,7 +37,13 @@ def _history(rows: list, scalar: bool) -> Tensor:
 
 
 def _steps(tr: Transitions):
-    return (tr.states.tolist(), tr.rewards.tolist(), tr.next_states.tolist(), tr.terminated.tolist(), tr.done.tolist())
+    return (
+        tr.states.tolist(),
+        tr.rewards.tolist(),
+        tr.next_states.tolist(),
+        tr.terminated.tolist(),
+        tr.done.tolist(),
+    )
 
 
 def td0_prediction(transitions: Transitions, n_states: int, gamma: float, alpha, v0=0.0) -> Tensor:
@@ -117,7 +123,9 @@ def rms_error(history: Tensor, exact: Tensor, states: Tensor | None = None) -> T
     """Root-mean-square error over the last axis (states) of ``history`` against ``exact``,
     restricted to ``states`` (a bool mask or indices) when given."""
     if history.shape[-1] != exact.shape[-1]:
-        raise ValueError(f"history, exact: state dimensions differ, {tuple(history.shape)} vs {tuple(exact.shape)}")
+        raise ValueError(
+            f"history, exact: state dimensions differ, {tuple(history.shape)} vs {tuple(exact.shape)}"
+        )
     diff = history - exact
     if states is not None:
         diff = diff[..., states]

@@ -2,7 +2,11 @@
 directly on a grid of slider values; the widget only draws what the callback returns."""
 
 from rlnb.widgets.base import explorer
-from rlnb.widgets.lambda_return import lambda_return_example, lambda_return_explorer, lambda_return_weights
+from rlnb.widgets.lambda_return import (
+    lambda_return_example,
+    lambda_return_explorer,
+    lambda_return_weights,
+)
 from rlnb.widgets.tour import tour_estimates, tour_explorer
 
 __all__ = [
