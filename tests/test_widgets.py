@@ -72,3 +72,28 @@ def test_lambda_return_weights_errors_and_explorer():
         lambda_return_weights(0.5, 0)
     box = lambda_return_explorer()
     box.children[1].children[0].value = 0.3  # fires the callback; must not raise
+
+
+@pytest.mark.parametrize("gamma", [0.5, 0.95])
+@pytest.mark.parametrize("lmbda", [0.0, 0.5, 1.0])
+@pytest.mark.parametrize("critic_error", [0.0, 0.3])
+def test_gae_example_on_a_grid(gamma, lmbda, critic_error):
+    from rlnb.widgets import gae_example
+
+    ex = gae_example(gamma, lmbda, critic_error, seed=2, episodes=3)
+    assert ex["advantages"].shape == ex["exact"].shape and torch.isfinite(ex["advantages"]).all()
+    if critic_error == 0.0 and lmbda == 0.0:
+        # with the exact critic, the TD error is an unbiased one-sample estimate of A: check on average
+        many = gae_example(gamma, 0.0, 0.0, seed=2, episodes=400)
+        assert (many["advantages"] - many["exact"]).mean().abs() < 0.01
+
+
+def test_gridworld_task_and_explorer():
+    from rlnb.widgets import gae_explorer, gridworld_task
+
+    task = gridworld_task(0.9, 0.0, seed=1)
+    torch.testing.assert_close(task["critic"], task["exact"].V)
+    with pytest.raises(ValueError, match="critic_error"):
+        gridworld_task(0.9, -1.0)
+    box = gae_explorer()
+    box.children[1].children[1].value = 0.5  # λ slider fires the callback

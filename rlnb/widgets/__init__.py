@@ -2,6 +2,7 @@
 directly on a grid of slider values; the widget only draws what the callback returns."""
 
 from rlnb.widgets.base import explorer
+from rlnb.widgets.gae import gae_example, gae_explorer, gridworld_task
 from rlnb.widgets.lambda_return import (
     lambda_return_example,
     lambda_return_explorer,
@@ -11,6 +12,9 @@ from rlnb.widgets.tour import tour_estimates, tour_explorer
 
 __all__ = [
     "explorer",
+    "gae_example",
+    "gae_explorer",
+    "gridworld_task",
     "lambda_return_example",
     "lambda_return_explorer",
     "lambda_return_weights",
