@@ -11,6 +11,7 @@ Never run by the test suite.
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import statistics
 import time
@@ -108,7 +109,13 @@ def run(repeats: int) -> str:
 
 
 def machine() -> str:
-    cpu = platform.processor() or platform.machine()
+    cpu = platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    cpu += f" ({os.cpu_count()} cores)"
     gpu = f", GPU {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""
     return (
         f"{cpu}, {torch.get_num_threads()} torch threads{gpu}; torch {torch.__version__}, "

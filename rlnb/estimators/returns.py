@@ -47,10 +47,21 @@ def reverse_discounted_cumsum(x: Tensor, decay: Tensor) -> Tensor:
             f"decay: expected the shape of x {tuple(x.shape)}, got {tuple(decay.shape)}"
         )
     T = x.shape[-1]
-    y, d, s = x, decay, 1
+    if torch.is_grad_enabled() and (
+        x.requires_grad or decay.requires_grad
+    ):  # differentiable: out of place
+        y, d, s = x, decay, 1
+        while s < T:
+            y = torch.cat([y[..., :-s] + d[..., :-s] * y[..., s:], y[..., -s:]], dim=-1)
+            d = torch.cat([d[..., :-s] * d[..., s:], d[..., -s:]], dim=-1)
+            s *= 2
+        return y
+    y, d, s = x.clone(), decay.clone(), 1
     while s < T:
-        y = torch.cat([y[..., :-s] + d[..., :-s] * y[..., s:], y[..., -s:]], dim=-1)
-        d = torch.cat([d[..., :-s] * d[..., s:], d[..., -s:]], dim=-1)
+        # in place on our own copies; the shifted operand is copied first because it overlaps
+        y[..., :-s].addcmul_(d[..., :-s], y[..., s:].clone())
+        if 2 * s < T:  # the products are needed for the next stride only
+            d[..., :-s].mul_(d[..., s:].clone())
         s *= 2
     return y
 
