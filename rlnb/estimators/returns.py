@@ -47,9 +47,8 @@ def reverse_discounted_cumsum(x: Tensor, decay: Tensor) -> Tensor:
             f"decay: expected the shape of x {tuple(x.shape)}, got {tuple(decay.shape)}"
         )
     T = x.shape[-1]
-    if torch.is_grad_enabled() and (
-        x.requires_grad or decay.requires_grad
-    ):  # differentiable: out of place
+    needs_grad = torch.is_grad_enabled() and (x.requires_grad or decay.requires_grad)
+    if needs_grad:  # out of place, so autograd can differentiate through the scan
         y, d, s = x, decay, 1
         while s < T:
             y = torch.cat([y[..., :-s] + d[..., :-s] * y[..., s:], y[..., -s:]], dim=-1)
