@@ -6,6 +6,20 @@ compare against.
 """
 
 from rlnb.estimators.advantages import Advantages, gae, vtrace
+from rlnb.estimators.group import (
+    broadcast_to_tokens,
+    dr_grpo,
+    group_advantages,
+    grpo,
+    knapsack_value,
+    lite_ppo,
+    passk_advantages,
+    pvpo,
+    qae,
+    reinforce_pp_baseline,
+    rloo,
+)
+from rlnb.estimators.losses import PolicyLoss, aggregate, kl_penalty, policy_loss
 from rlnb.estimators.returns import (
     discounted_returns,
     lambda_returns,
@@ -16,6 +30,21 @@ from rlnb.estimators.returns import (
 
 __all__ = [
     "Advantages",
+    "PolicyLoss",
+    "aggregate",
+    "broadcast_to_tokens",
+    "dr_grpo",
+    "group_advantages",
+    "grpo",
+    "kl_penalty",
+    "knapsack_value",
+    "lite_ppo",
+    "passk_advantages",
+    "policy_loss",
+    "pvpo",
+    "qae",
+    "reinforce_pp_baseline",
+    "rloo",
     "discounted_returns",
     "gae",
     "lambda_returns",
