@@ -97,3 +97,33 @@ def test_gridworld_task_and_explorer():
         gridworld_task(0.9, -1.0)
     box = gae_explorer()
     box.children[1].children[1].value = 0.5  # λ slider fires the callback
+
+
+@pytest.mark.parametrize("rewards", ["1, 0, 0, 0", "1 1 0 1", "0 0 0 0", "2.5, -1, 0.5", "1"])
+def test_group_advantage_table_on_examples(rewards):
+    from rlnb.widgets import group_advantage_table
+
+    t = group_advantage_table(rewards)
+    assert t.shape[1] == len(rewards.replace(",", " ").split()) and t.notna().all().all()
+    if len(set(rewards.replace(",", " ").split())) == 1:  # all equal: no group-relative signal
+        assert (t.drop(index="pvpo") == 0).all().all()
+
+
+def test_group_widgets_errors_and_build():
+    from rlnb.widgets import (
+        aggregation_explorer,
+        aggregation_weights,
+        group_advantage_table,
+        group_explorer,
+    )
+
+    with pytest.raises(ValueError, match="rewards"):
+        group_advantage_table("1, x")
+    with pytest.raises(ValueError, match="lengths"):
+        aggregation_weights([0, 3])
+    w = aggregation_weights([2, 8])
+    assert w.loc[2, "seq-mean-token-mean"] == pytest.approx(4 * w.loc[8, "seq-mean-token-mean"])
+    box = group_explorer()
+    box.children[1].children[0].value = "1 1 1 1"  # fires the callback
+    box.children[1].children[1].value = ()  # no estimator picked: a message, no error
+    aggregation_explorer().children[1].children[0].value = 128

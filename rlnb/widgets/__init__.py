@@ -3,6 +3,12 @@ directly on a grid of slider values; the widget only draws what the callback ret
 
 from rlnb.widgets.base import explorer
 from rlnb.widgets.gae import gae_example, gae_explorer, gridworld_task
+from rlnb.widgets.group import (
+    aggregation_explorer,
+    aggregation_weights,
+    group_advantage_table,
+    group_explorer,
+)
 from rlnb.widgets.lambda_return import (
     lambda_return_example,
     lambda_return_explorer,
@@ -11,7 +17,11 @@ from rlnb.widgets.lambda_return import (
 from rlnb.widgets.tour import tour_estimates, tour_explorer
 
 __all__ = [
+    "aggregation_explorer",
+    "aggregation_weights",
     "explorer",
+    "group_advantage_table",
+    "group_explorer",
     "gae_example",
     "gae_explorer",
     "gridworld_task",

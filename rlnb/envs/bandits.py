@@ -1,0 +1,282 @@
+"""A prompt bandit: language-model RL with verifiable rewards, minus the language model.
+
+Each of ``P`` prompts has ``M`` candidate answers; a softmax policy over them stands in for the
+LLM, a correctness mask for the verifier. Everything a group estimator needs is exact here:
+per-prompt pass@1 ``p = Σ π·correct``, pass@k ``1 − (1 − p)^k``, entropy, and the advantage
+``A^π(answer) = r(answer) − E_π[r]``. Optional shared *strategy* logits (one per answer family,
+shared by all prompts) make prompts interact, as the weights of a real model do.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from rlnb.estimators import group as G
+from rlnb.estimators.losses import policy_loss
+
+
+@dataclass
+class Sample:
+    """One batch of groups: ``prompts``, ``answers``, ``rewards``, ``logp`` (with grad), all ``[N]``."""
+
+    prompts: Tensor
+    answers: Tensor
+    rewards: Tensor
+    logp: Tensor
+
+
+class PromptBandit:
+    """``P × M`` answers with a softmax policy ``π(m | p) ∝ exp(θ[p, m] + w[strategy[p, m]])``.
+
+    ``init_logits [P, M]`` start θ (trainable), ``correct [P, M]`` bool, ``rewards [P, M]`` graded
+    rewards (default: ``correct`` as 0/1), ``strategy [P, M]`` answer families with shared
+    trainable logits ``w`` (default: none). ``outlier_prob``/``outlier_reward``: each sampled reward
+    is replaced by ``outlier_reward`` with that probability (a noisy verifier).
+    """
+
+    def __init__(
+        self,
+        init_logits: Tensor,
+        correct: Tensor,
+        rewards: Tensor | None = None,
+        strategy: Tensor | None = None,
+        outlier_prob: float = 0.0,
+        outlier_reward: float = 0.0,
+    ):
+        if init_logits.ndim != 2:
+            raise ValueError(f"init_logits: expected [P, M], got shape {tuple(init_logits.shape)}")
+        if correct.shape != init_logits.shape or correct.dtype != torch.bool:
+            raise ValueError(f"correct: expected a bool tensor of shape {tuple(init_logits.shape)}")
+        if not 0.0 <= outlier_prob <= 1.0:
+            raise ValueError(f"outlier_prob: expected a probability, got {outlier_prob}")
+        self.theta = torch.nn.Parameter(init_logits.detach().clone().float())
+        self.correct = correct
+        self.reward_table = correct.float() if rewards is None else rewards.float()
+        if self.reward_table.shape != correct.shape:
+            raise ValueError(
+                f"rewards: expected shape {tuple(correct.shape)}, got {tuple(self.reward_table.shape)}"
+            )
+        self.strategy = strategy
+        n_strat = 0 if strategy is None else int(strategy.max()) + 1
+        self.w = torch.nn.Parameter(torch.zeros(n_strat))
+        self.outlier_prob, self.outlier_reward = outlier_prob, outlier_reward
+
+    @property
+    def n_prompts(self) -> int:
+        return self.theta.shape[0]
+
+    def parameters(self) -> list[torch.nn.Parameter]:
+        return [self.theta] + ([self.w] if self.strategy is not None else [])
+
+    def logits(self) -> Tensor:
+        return self.theta if self.strategy is None else self.theta + self.w[self.strategy]
+
+    def probs(self) -> Tensor:
+        return torch.softmax(self.logits(), -1)
+
+    @torch.no_grad()
+    def pass_at_1(self) -> Tensor:
+        """Exact per-prompt success probability ``[P]``."""
+        return (self.probs() * self.correct).sum(-1)
+
+    @torch.no_grad()
+    def pass_at_k(self, k: int) -> Tensor:
+        """Exact per-prompt pass@k with independent samples: ``1 − (1 − p)^k``."""
+        return 1 - (1 - self.pass_at_1()).clamp(min=0) ** k
+
+    @torch.no_grad()
+    def entropy(self) -> Tensor:
+        """Per-prompt entropy of the answer distribution (nats) ``[P]``."""
+        return torch.distributions.Categorical(logits=self.logits()).entropy()
+
+    @torch.no_grad()
+    def expected_reward(self) -> Tensor:
+        return (self.probs() * self.reward_table).sum(-1)
+
+    def exact_advantage(self, prompts: Tensor, answers: Tensor) -> Tensor:
+        """``A^π = r(answer) − E_π[r | prompt]`` (noise-free rewards)."""
+        return self.reward_table[prompts, answers] - self.expected_reward()[prompts]
+
+    def sample(
+        self,
+        group_size: int,
+        prompts: Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> Sample:
+        """``group_size`` answers for each prompt in ``prompts`` (default: all), grouped contiguously."""
+        if group_size < 1:
+            raise ValueError(f"group_size: expected a positive int, got {group_size}")
+        prompts = torch.arange(self.n_prompts) if prompts is None else prompts
+        logp_all = torch.log_softmax(self.logits()[prompts], -1)
+        answers = torch.multinomial(
+            logp_all.detach().exp(), group_size, replacement=True, generator=generator
+        )
+        logp = logp_all.gather(1, answers).reshape(-1)
+        prompt_ids = prompts.repeat_interleave(group_size)
+        answers = answers.reshape(-1)
+        rewards = self.reward_table[prompt_ids, answers]
+        if self.outlier_prob > 0:
+            hit = torch.rand(len(rewards), generator=generator) < self.outlier_prob
+            rewards = torch.where(hit, torch.full_like(rewards, self.outlier_reward), rewards)
+        return Sample(prompt_ids, answers, rewards, logp)
+
+
+def make_prompt_bandit(
+    n_prompts: int = 64,
+    n_answers: int = 32,
+    n_correct: int = 2,
+    difficulty: tuple[float, float] = (1.0, 3.0),
+    concentration: float = 1.0,
+    seed: int = 0,
+    **kwargs,
+) -> PromptBandit:
+    """Prompts whose initial pass@1 is drawn from ``Beta(*difficulty)`` (mean ``a/(a+b)``), with
+    ``n_correct`` correct answers each; the wrong answers' mass follows a ``Dirichlet(concentration)``
+    draw (smaller = peakier). ``kwargs`` go to ``PromptBandit``."""
+    if not 1 <= n_correct < n_answers:
+        raise ValueError(f"n_correct: expected an int in [1, n_answers), got {n_correct}")
+    rng = np.random.default_rng(seed)
+    p0 = torch.from_numpy(rng.beta(*difficulty, size=n_prompts)).float().clamp(1e-3, 1 - 1e-3)
+    wrong = torch.from_numpy(
+        rng.dirichlet([concentration] * (n_answers - n_correct), size=n_prompts)
+    ).float()
+    right = torch.from_numpy(rng.dirichlet([1.0] * n_correct, size=n_prompts)).float()
+    g = torch.Generator().manual_seed(seed)
+    probs = torch.cat([p0[:, None] * right, (1 - p0)[:, None] * wrong], 1).clamp(min=1e-8)
+    perm = torch.argsort(torch.rand(n_prompts, n_answers, generator=g), -1)
+    probs = probs.gather(1, perm)
+    correct = perm < n_correct
+    return PromptBandit(probs.log(), correct, **kwargs)
+
+
+ESTIMATORS = ("grpo", "dr_grpo", "rloo", "lite_ppo", "reinforce_pp", "qae", "pvpo")
+
+
+def estimator_fn(name: str, k: float = 0.4) -> Callable[[Tensor, int, Tensor | None], Tensor]:
+    """``fn(scores, group_size, reference) → advantages`` for one of ``ESTIMATORS``."""
+    table = {
+        "grpo": lambda s, n, ref: G.grpo(s, group_size=n),
+        "dr_grpo": lambda s, n, ref: G.dr_grpo(s, group_size=n),
+        "rloo": lambda s, n, ref: G.rloo(s, group_size=n),
+        "lite_ppo": lambda s, n, ref: G.lite_ppo(s, group_size=n),
+        "reinforce_pp": lambda s, n, ref: G.reinforce_pp_baseline(s, group_size=n),
+        "qae": lambda s, n, ref: G.qae(s, n, k),
+        "pvpo": lambda s, n, ref: G.pvpo(s, ref, group_size=n),
+    }
+    if name not in table:
+        raise ValueError(f"estimator: expected one of {ESTIMATORS}, got {name!r}")
+    return table[name]
+
+
+def train(
+    bandit: PromptBandit,
+    estimator: str | Callable = "grpo",
+    steps: int = 200,
+    group_size: int = 8,
+    prompts_per_step: int = 16,
+    lr: float = 0.1,
+    k: int = 16,
+    qae_k: float = 0.4,
+    reward_fn: Callable[[Sample, int], Tensor] | None = None,
+    reference_rollouts: int = 16,
+    optimizer: str = "adam",
+    seed: int = 0,
+    progress: bool = True,
+) -> pd.DataFrame:
+    """On-policy RL on the bandit: each step samples ``group_size`` answers for ``prompts_per_step``
+    random prompts, computes advantages with ``estimator`` (a name in ``ESTIMATORS`` or
+    ``fn(scores, group_size, reference)``) and takes one ``optimizer`` step (``adam`` or ``sgd``;
+    SGD keeps each estimator's scale visible, Adam normalises it away) on ``policy_loss``.
+
+    ``reward_fn(sample, group_size) → scores`` replaces the verifier's rewards (e.g. majority-vote
+    pseudo-rewards); pass@k and pass@1 are always measured against the true correctness. PVPO's
+    reference is the mean reward of ``reference_rollouts`` samples per prompt from the initial
+    policy. Returns one row per step: ``step, reward, pass1, passk, entropy, zero_adv_frac,
+    grad_norm`` (exact quantities averaged over all prompts; ``reward`` is the sampled mean).
+    """
+    fn = estimator_fn(estimator, qae_k) if isinstance(estimator, str) else estimator
+    g = torch.Generator().manual_seed(seed)
+    if optimizer not in ("adam", "sgd"):
+        raise ValueError(f"optimizer: expected 'adam' or 'sgd', got {optimizer!r}")
+    opt = (torch.optim.Adam if optimizer == "adam" else torch.optim.SGD)(bandit.parameters(), lr=lr)
+    with torch.no_grad():
+        ref_sample = bandit.sample(reference_rollouts, generator=g)
+        reference = ref_sample.rewards.view(bandit.n_prompts, -1).mean(1)
+
+    def row(step, reward=float("nan"), zero=float("nan"), gnorm=float("nan")):
+        return {
+            "step": step,
+            "reward": reward,
+            "pass1": bandit.pass_at_1().mean().item(),
+            "passk": bandit.pass_at_k(k).mean().item(),
+            "entropy": bandit.entropy().mean().item(),
+            "zero_adv_frac": zero,
+            "grad_norm": gnorm,
+        }
+
+    history = [row(0)]
+    for step in tqdm(
+        range(1, steps + 1),
+        desc=f"bandit {getattr(estimator, '__name__', estimator)}",
+        disable=not progress,
+    ):
+        prompts = torch.randperm(bandit.n_prompts, generator=g)[:prompts_per_step]
+        s = bandit.sample(group_size, prompts, generator=g)
+        scores = s.rewards if reward_fn is None else reward_fn(s, group_size)
+        adv = fn(scores, group_size, reference[s.prompts]).detach()
+        mask = torch.ones(len(adv), 1)
+        loss = policy_loss(s.logp[:, None], s.logp.detach()[:, None], adv, mask).loss
+        opt.zero_grad()
+        loss.backward()
+        gnorm = torch.sqrt(sum((p.grad**2).sum() for p in bandit.parameters()))
+        opt.step()
+        history.append(
+            row(step, s.rewards.mean().item(), (adv == 0).float().mean().item(), gnorm.item())
+        )
+    return pd.DataFrame(history)
+
+
+def majority_vote_rewards(sample: Sample, group_size: int) -> Tensor:
+    """Unsupervised RLVR's pseudo-reward: 1 if the answer equals its group's most frequent answer
+    (ties: the smallest answer id), else 0. No verifier involved."""
+    answers = sample.answers.view(-1, group_size)
+    mode = torch.mode(answers, dim=1).values
+    return (answers == mode[:, None]).float().reshape(-1)
+
+
+def make_two_strategy_bandit(
+    n_prompts: int = 64,
+    n_answers: int = 16,
+    hard_fraction: float = 0.25,
+    b_mass: float = 0.15,
+    seed: int = 0,
+) -> PromptBandit:
+    """Prompts that share two answer strategies, A (first half of the answers) and B (second half),
+    with one shared logit each. Easy prompts (the majority) have two correct A answers; hard prompts
+    (the first ``hard_fraction``) have a single correct B answer. B starts with ``b_mass`` of each
+    prompt's probability. Training on easy prompts pushes B down for everyone — the mechanism behind
+    "The Invisible Leash" in miniature."""
+    if not 0.0 <= hard_fraction <= 1.0 or not 0.0 < b_mass < 1.0:
+        raise ValueError(
+            f"hard_fraction, b_mass: expected [0, 1] and (0, 1), got {hard_fraction}, {b_mass}"
+        )
+    rng = np.random.default_rng(seed)
+    half = n_answers // 2
+    strategy = torch.tensor([0] * half + [1] * (n_answers - half)).expand(n_prompts, n_answers)
+    a = torch.from_numpy(rng.dirichlet([1.0] * half, size=n_prompts)).float() * (1 - b_mass)
+    b = torch.from_numpy(rng.dirichlet([1.0] * (n_answers - half), size=n_prompts)).float() * b_mass
+    correct = torch.zeros(n_prompts, n_answers, dtype=torch.bool)
+    n_hard = int(round(n_prompts * hard_fraction))
+    for p in range(n_prompts):
+        if p < n_hard:
+            correct[p, half + int(rng.integers(n_answers - half))] = True
+        else:
+            correct[p, rng.choice(half, 2, replace=False)] = True
+    return PromptBandit(torch.cat([a, b], 1).log(), correct, strategy=strategy)

@@ -1,0 +1,125 @@
+"""Notebook 09's explorers: group advantages side by side, and per-token weights of each loss
+aggregation mode."""
+
+from __future__ import annotations
+
+import ipywidgets as W
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import torch
+
+from rlnb.envs.bandits import ESTIMATORS, estimator_fn
+from rlnb.estimators.losses import AGG_MODES, aggregate
+from rlnb.widgets.base import explorer
+
+
+def parse_rewards(text: str) -> torch.Tensor:
+    """``"1, 0, 0, 1"`` → a float tensor; a clear ``ValueError`` otherwise."""
+    try:
+        values = [float(x) for x in text.replace(",", " ").split()]
+    except ValueError:
+        raise ValueError(
+            f"rewards: expected numbers separated by commas or spaces, got {text!r}"
+        ) from None
+    if not values:
+        raise ValueError("rewards: expected at least one number")
+    return torch.tensor(values, dtype=torch.float64)
+
+
+def group_advantage_table(
+    rewards, estimators=ESTIMATORS, qae_k: float = 0.4, reference: float = 0.5
+) -> pd.DataFrame:
+    """The callback (pure): advantages of one group under each estimator, one row per estimator,
+    one column per response. PVPO uses the fixed ``reference`` value."""
+    r = (
+        parse_rewards(rewards)
+        if isinstance(rewards, str)
+        else torch.as_tensor(rewards, dtype=torch.float64)
+    )
+    rows = {}
+    for name in estimators:
+        ref = torch.full_like(r, reference)
+        rows[name] = estimator_fn(name, qae_k)(r, len(r), ref).numpy()
+    return pd.DataFrame(rows, index=[f"r={v:g}" for v in r.tolist()]).T
+
+
+def group_explorer(rewards: str = "1, 0, 0, 0", qae_k: float = 0.4) -> W.VBox:
+    """Type a group's rewards, pick estimators, move QAE's k; bars of each estimator's advantages."""
+    controls = {
+        "rewards": W.Text(value=rewards, description="rewards", continuous_update=False),
+        "estimators": W.SelectMultiple(
+            options=ESTIMATORS, value=ESTIMATORS, description="estimators", rows=4
+        ),
+        "qae_k": W.FloatSlider(
+            value=qae_k, min=0.05, max=0.95, step=0.05, description="QAE k", continuous_update=False
+        ),
+    }
+
+    def draw(rewards, estimators, qae_k):
+        if not estimators:
+            return "pick at least one estimator"
+        try:
+            table = group_advantage_table(rewards, estimators, qae_k=qae_k)
+        except ValueError as e:
+            return str(e)
+        ax = table.plot.bar(figsize=(10, 3.6), rot=0)
+        ax.set(ylabel="advantage", title="advantages of each response, per estimator")
+        ax.axhline(0, color="k", lw=0.8)
+        ax.legend(title="response", fontsize=8)
+        fig = ax.get_figure()
+        fig.tight_layout()
+        return fig
+
+    return explorer(controls, draw, title="Group advantages")
+
+
+def aggregation_weights(lengths, modes=AGG_MODES, norm: float | None = None) -> pd.DataFrame:
+    """The callback (pure): ∂loss/∂(per-token loss) for one token of each response, when responses
+    of the given ``lengths`` form a batch — the weight each mode gives a token, per response length."""
+    lengths = [int(n) for n in lengths]
+    if not lengths or min(lengths) < 1:
+        raise ValueError(f"lengths: expected positive ints, got {lengths}")
+    L = max(lengths)
+    mask = torch.tensor([[1] * n + [0] * (L - n) for n in lengths])
+    out = {}
+    for mode in modes:
+        v = torch.zeros(len(lengths), L, dtype=torch.float64, requires_grad=True)
+        aggregate(v, mask, mode, norm).backward()
+        out[mode] = v.grad[:, 0].numpy()
+    return pd.DataFrame(out, index=pd.Index(lengths, name="response length"))
+
+
+def aggregation_explorer(max_length: int = 64, n_responses: int = 8) -> W.VBox:
+    """Responses of lengths spread up to ``max_length``; per-token weight against length per mode."""
+    controls = {
+        "max_length": W.IntSlider(
+            value=max_length,
+            min=4,
+            max=512,
+            step=4,
+            description="max length",
+            continuous_update=False,
+        ),
+        "n_responses": W.IntSlider(
+            value=n_responses, min=2, max=32, description="responses", continuous_update=False
+        ),
+    }
+
+    def draw(max_length, n_responses):
+        lengths = np.unique(np.linspace(1, max_length, n_responses).round().astype(int))
+        table = aggregation_weights(lengths)
+        fig, ax = plt.subplots(figsize=(8, 3.6))
+        for mode in table.columns:
+            ax.plot(table.index, table[mode] / table[mode].max(), "o-", label=mode)
+        ax.set(
+            xlabel="response length (tokens)",
+            ylabel="per-token weight (÷ max)",
+            xscale="log",
+            title="who a token counts for",
+        )
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        return fig
+
+    return explorer(controls, draw, title="Loss aggregation")
