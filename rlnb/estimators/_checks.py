@@ -70,3 +70,19 @@ def to_time_last(time_dim: int, data: Tensor, *others):
             x = x.to(dtype) if x.is_floating_point() else x
         out.append(x)
     return out
+
+
+def check_inputs(validate: bool, gamma, lmbda=None, **tensors: Tensor):
+    """Every episode estimator's checks at once: the tensors share the first one's shape,
+    ``terminated``/``truncated`` are bool, rewards and log-probs are finite (under ``validate``),
+    γ (and λ) lie in [0, 1]. Returns the checked ``(gamma, lmbda)``."""
+    check_same_shape(**tensors)
+    check_flags(**{k: t for k, t in tensors.items() if k in ("terminated", "truncated")})
+    check_finite(
+        validate,
+        **{k: t for k, t in tensors.items() if k in ("rewards", "target_logp", "behavior_logp")},
+    )
+    data = next(iter(tensors.values()))
+    gamma = check_unit("gamma", gamma, data, validate)
+    lmbda = None if lmbda is None else check_unit("lmbda", lmbda, data, validate)
+    return gamma, lmbda

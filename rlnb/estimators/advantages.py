@@ -10,13 +10,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from rlnb.estimators._checks import (
-    check_finite,
-    check_flags,
-    check_same_shape,
-    check_unit,
-    to_time_last,
-)
+from rlnb.estimators._checks import check_inputs, to_time_last
 from rlnb.estimators.returns import reverse_discounted_cumsum
 
 
@@ -50,17 +44,16 @@ def gae(
     >>> gae(torch.ones(2), torch.zeros(2), torch.ones(2), f, f, 1.0, 0.5).advantages
     tensor([3., 2.])
     """
-    check_same_shape(
+    gamma, lmbda = check_inputs(
+        validate,
+        gamma,
+        lmbda,
         rewards=rewards,
         values=values,
         next_values=next_values,
         terminated=terminated,
         truncated=truncated,
     )
-    check_flags(terminated=terminated, truncated=truncated)
-    check_finite(validate, rewards=rewards)
-    gamma = check_unit("gamma", gamma, rewards, validate)
-    lmbda = check_unit("lmbda", lmbda, rewards, validate)
     r, v, nv, term, trunc, g, lam = to_time_last(
         time_dim, rewards, values, next_values, terminated, truncated, gamma, lmbda
     )
@@ -102,7 +95,10 @@ def vtrace(
     >>> vtrace(torch.ones(2), z, z, f, f, z, z, 1.0).returns
     tensor([2., 1.])
     """
-    check_same_shape(
+    gamma, lmbda = check_inputs(
+        validate,
+        gamma,
+        lmbda,
         rewards=rewards,
         values=values,
         next_values=next_values,
@@ -111,10 +107,6 @@ def vtrace(
         target_logp=target_logp,
         behavior_logp=behavior_logp,
     )
-    check_flags(terminated=terminated, truncated=truncated)
-    check_finite(validate, rewards=rewards, target_logp=target_logp, behavior_logp=behavior_logp)
-    gamma = check_unit("gamma", gamma, rewards, validate)
-    lmbda = check_unit("lmbda", lmbda, rewards, validate)
     for name, clip in (("rho_clip", rho_clip), ("c_clip", c_clip)):
         if isinstance(clip, bool) or not isinstance(clip, (int, float)) or not clip > 0:
             raise ValueError(

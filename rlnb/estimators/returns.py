@@ -22,14 +22,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from rlnb.estimators._checks import (
-    check_finite,
-    check_flags,
-    check_same_shape,
-    check_unit,
-    compute_dtype,
-    to_time_last,
-)
+from rlnb.estimators._checks import check_inputs, compute_dtype, to_time_last
 
 
 def reverse_discounted_cumsum(x: Tensor, decay: Tensor) -> Tensor:
@@ -90,10 +83,15 @@ def td_errors(
     >>> td_errors(torch.tensor([1.]), torch.tensor([.5]), torch.tensor([2.]), torch.tensor([False]), 0.9)
     tensor([2.3000])
     """
-    check_same_shape(rewards=rewards, values=values, next_values=next_values, terminated=terminated)
-    check_flags(terminated=terminated)
-    check_finite(validate, rewards=rewards)
-    gamma = check_unit("gamma", gamma, rewards, validate)
+    gamma, _ = check_inputs(
+        validate,
+        gamma,
+        None,
+        rewards=rewards,
+        values=values,
+        next_values=next_values,
+        terminated=terminated,
+    )
     dtype = compute_dtype(rewards)
     g = gamma.to(dtype) if isinstance(gamma, Tensor) else gamma
     delta = (
@@ -120,12 +118,15 @@ def discounted_returns(
     ...                    torch.tensor([False, False]), 0.5)
     tensor([2.7500, 3.5000])
     """
-    check_same_shape(
-        rewards=rewards, next_values=next_values, terminated=terminated, truncated=truncated
+    gamma, _ = check_inputs(
+        validate,
+        gamma,
+        None,
+        rewards=rewards,
+        next_values=next_values,
+        terminated=terminated,
+        truncated=truncated,
     )
-    check_flags(terminated=terminated, truncated=truncated)
-    check_finite(validate, rewards=rewards)
-    gamma = check_unit("gamma", gamma, rewards, validate)
     r, nv, term, trunc, g = to_time_last(
         time_dim, rewards, next_values, terminated, truncated, gamma
     )
@@ -156,18 +157,18 @@ def n_step_returns(
     >>> n_step_returns(r, torch.zeros(3), torch.full((3,), 10.), f, f, 1.0, n=2)
     tensor([12., 12., 11.])
     """
-    check_same_shape(
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"n: expected a positive int, got {n!r}")
+    gamma, _ = check_inputs(
+        validate,
+        gamma,
+        None,
         rewards=rewards,
         values=values,
         next_values=next_values,
         terminated=terminated,
         truncated=truncated,
     )
-    check_flags(terminated=terminated, truncated=truncated)
-    check_finite(validate, rewards=rewards)
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"n: expected a positive int, got {n!r}")
-    gamma = check_unit("gamma", gamma, rewards, validate)
     r, nv, term, trunc, g = to_time_last(
         time_dim, rewards, next_values, terminated, truncated, gamma
     )
@@ -216,17 +217,16 @@ def lambda_returns(
     >>> lambda_returns(torch.ones(2), torch.zeros(2), torch.full((2,), 4.), f, f, 0.5, 0.5)
     tensor([2.7500, 3.0000])
     """
-    check_same_shape(
+    gamma, lmbda = check_inputs(
+        validate,
+        gamma,
+        lmbda,
         rewards=rewards,
         values=values,
         next_values=next_values,
         terminated=terminated,
         truncated=truncated,
     )
-    check_flags(terminated=terminated, truncated=truncated)
-    check_finite(validate, rewards=rewards)
-    gamma = check_unit("gamma", gamma, rewards, validate)
-    lmbda = check_unit("lmbda", lmbda, rewards, validate)
     r, nv, term, trunc, g, lam = to_time_last(
         time_dim, rewards, next_values, terminated, truncated, gamma, lmbda
     )
