@@ -69,9 +69,17 @@ def test_notebook_runs_and_widgets_respond(name, lab, page, tmp_path):
     n_code = sum(c.cell_type == "code" for c in nbformat.read(path, as_version=4).cells)
     # a fresh workspace per notebook, so no earlier tab is restored
     page.goto(f"{lab.url}/lab/workspaces/{name}/tree/{name}.ipynb?reset&token={lab.token}")
-    page.wait_for_selector(IDLE, timeout=120_000)
+    page.wait_for_selector("#jp-main-statusbar >> text=Idle", timeout=120_000)  # the kernel is up
     run_all_cells(page)
-    wait_until_done(page, n_code)
+    try:
+        wait_until_done(page, n_code)
+    except Exception as exc:
+        shot = tmp_path / f"{name}-timeout.png"
+        page.screenshot(path=str(shot))
+        status = page.inner_text("#jp-main-statusbar")
+        pytest.fail(
+            f"{name}: Run All did not finish ({type(exc).__name__}); status bar: {status!r}; screenshot: {shot}"
+        )
 
     text = page.inner_text(PANEL)
     assert "Error displaying widget" not in text, f"{name}: a widget failed to render in JupyterLab"
