@@ -20,6 +20,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from rlnb.estimators._checks import compute_dtype
+
 BASELINES = ("mean", "loo", "quantile", "reference", "none")
 SCALES = ("group", "batch", "none")
 
@@ -58,17 +60,30 @@ def _group_index(
     return index, len(uniq)
 
 
-def _scatter_mean(x: Tensor, index: Tensor, n_groups: int, count: Tensor) -> Tensor:
-    return torch.zeros(n_groups, dtype=x.dtype, device=x.device).index_add_(0, index, x) / count
+def _group_mean_std(r: Tensor, index: Tensor, n_groups: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Per-group count, mean and unbiased std ``[G]``; a group of one has std 1 (no rescaling)."""
+    count = torch.bincount(index, minlength=n_groups).to(r.dtype)
+    mean = torch.zeros(n_groups, dtype=r.dtype, device=r.device).index_add_(0, index, r) / count
+    sq = torch.zeros(n_groups, dtype=r.dtype, device=r.device).index_add_(
+        0, index, (r - mean[index]) ** 2
+    )
+    std = torch.where(count > 1, (sq / (count - 1).clamp(min=1)).sqrt(), torch.ones_like(count))
+    return count, mean, std
+
+
+def _sort_within_groups(r: Tensor, index: Tensor, n_groups: int, descending: bool = False):
+    """Positions ordered by group, then by score (stable: ties keep their order); and each
+    group's ``start`` in that order and its ``count``."""
+    order = torch.argsort(-r if descending else r, stable=True)
+    order = order[torch.argsort(index[order], stable=True)]
+    count = torch.bincount(index, minlength=n_groups)
+    return order, torch.cumsum(count, 0) - count, count
 
 
 def group_quantile(scores: Tensor, index: Tensor, n_groups: int, q: float) -> Tensor:
     """Per-group empirical q-quantile ``inf{x : F̂(x) ≥ q}`` — the order statistic
     ``r_(⌈q·n⌉)`` of the group's ``n`` sorted scores (no interpolation). Returns ``[G]``."""
-    count = torch.bincount(index, minlength=n_groups)
-    order = torch.argsort(scores, stable=True)
-    order = order[torch.argsort(index[order], stable=True)]  # by group, ascending score inside
-    start = torch.cumsum(count, 0) - count
+    order, start, count = _sort_within_groups(scores, index, n_groups)
     k = torch.clamp(torch.ceil(q * count.to(torch.float64)).long() - 1, min=0)
     return scores[order[start + k]]
 
@@ -107,9 +122,8 @@ def group_advantages(
         raise ValueError(f"scale: expected one of {SCALES}, got {scale!r}")
     if not (isinstance(eps, (int, float)) and eps >= 0):
         raise ValueError(f"eps: expected a non-negative float, got {eps!r}")
-    r = scores.to(torch.float64 if scores.dtype == torch.float64 else torch.float32)
-    count = torch.bincount(index, minlength=G).to(r.dtype)
-    mean = _scatter_mean(r, index, G, count)
+    r = scores.to(compute_dtype(scores))
+    count, mean, std = _group_mean_std(r, index, G)
 
     if baseline == "mean":
         b = mean[index]
@@ -133,10 +147,6 @@ def group_advantages(
     adv = r - b
 
     if scale == "group":
-        sq = torch.zeros(G, dtype=r.dtype, device=r.device).index_add_(
-            0, index, (r - mean[index]) ** 2
-        )
-        std = torch.where(count > 1, (sq / (count - 1).clamp(min=1)).sqrt(), torch.ones_like(count))
         adv = adv / (std[index] + eps)
     elif scale == "batch":
         std = r.std() if len(r) > 1 else torch.ones((), dtype=r.dtype, device=r.device)
@@ -191,7 +201,7 @@ def reinforce_pp_baseline(
     a = group_advantages(scores, group_size=group_size, group_ids=group_ids, scale="none")
     if len(a) < 2:
         return torch.zeros_like(a)
-    af = a.to(torch.float64 if a.dtype == torch.float64 else torch.float32)
+    af = a.to(compute_dtype(a))
     return ((af - af.mean()) / (af.var() + eps).sqrt()).to(a.dtype)
 
 
@@ -270,23 +280,13 @@ def passk_advantages(
     a non-zero advantage, ``r_max − r_second``, divided by ``std_g + eps`` if ``norm_by_std``;
     ties go to the first best response. A group of one gets 0 (verl raises)."""
     index, G = _group_index(scores, group_size, group_ids)
-    r = scores.to(torch.float64 if scores.dtype == torch.float64 else torch.float32)
-    B = len(r)
-    count = torch.bincount(index, minlength=G)
-    # positions sorted by group, then by descending score, then by position (first best wins)
-    order = torch.argsort(-r, stable=True)
-    order = order[torch.argsort(index[order], stable=True)]
-    start = torch.cumsum(count, 0) - count
+    r = scores.to(compute_dtype(scores))
+    order, start, count = _sort_within_groups(r, index, G, descending=True)  # first best wins ties
     best = order[start]
-    second = order[torch.clamp(start + 1, max=B - 1)]
+    second = order[torch.clamp(start + 1, max=len(r) - 1)]
     gap = torch.where(count > 1, r[best] - r[second], torch.zeros_like(r[best]))
     if norm_by_std:
-        mean = _scatter_mean(r, index, G, count.to(r.dtype))
-        sq = torch.zeros(G, dtype=r.dtype, device=r.device).index_add_(
-            0, index, (r - mean[index]) ** 2
-        )
-        std = (sq / (count - 1).clamp(min=1).to(r.dtype)).sqrt()
-        gap = gap / (std + eps)
+        gap = gap / (_group_mean_std(r, index, G)[2] + eps)
     return torch.zeros_like(r).index_put_((best,), gap).to(scores.dtype)
 
 
