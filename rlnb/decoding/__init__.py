@@ -1,0 +1,6 @@
+"""Decoding: batched KV-cache sampling, sequence log-probs, pass@k, voting and best-of-N."""
+
+from rlnb.decoding.sampling import Samples, sample, sequence_logprobs
+from rlnb.decoding.selection import best_of_n, majority_vote, pass_at_k
+
+__all__ = ["Samples", "sample", "sequence_logprobs", "best_of_n", "majority_vote", "pass_at_k"]

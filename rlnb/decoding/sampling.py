@@ -1,0 +1,193 @@
+"""Batched sampling with a KV cache, and sequence log-probs in one forward pass.
+
+Works with any ``transformers`` causal LM and its tokenizer. Prompts are left-padded, so every
+row's next token sits in the last column; position ids count only real tokens, so a padded prompt
+is decoded exactly as it would be alone. Log-probs are those of the sampling distribution
+``softmax(logits / temperature)`` (before top-p truncation); greedy decoding (``temperature=0``)
+reports them at temperature 1. Training recomputes the same numbers with ``sequence_logprobs``.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+
+@dataclass
+class Samples:
+    """``n`` completions per prompt, rows grouped by prompt (row ``i`` answers ``prompts[i // n]``).
+
+    ``prompt_ids``/``prompt_mask`` ``[N, P]`` (left-padded); ``completion_ids`` ``[N, T]`` (the EOS
+    token included, padding after it); ``response_mask`` ``[N, T]`` 1 on generated tokens;
+    ``logprobs`` ``[N, T]`` (0 off the mask); ``text`` the decoded completions, ``prompts`` the
+    prompt of each row.
+    """
+
+    prompt_ids: Tensor
+    prompt_mask: Tensor
+    completion_ids: Tensor
+    response_mask: Tensor
+    logprobs: Tensor
+    text: list[str]
+    prompts: list[str]
+
+    @property
+    def input_ids(self) -> Tensor:
+        """Prompt and completion, ``[N, P + T]``."""
+        return torch.cat([self.prompt_ids, self.completion_ids], dim=1)
+
+    @property
+    def attention_mask(self) -> Tensor:
+        return torch.cat([self.prompt_mask, self.response_mask], dim=1)
+
+    @property
+    def full_response_mask(self) -> Tensor:
+        """``response_mask`` aligned with ``input_ids`` (zeros over the prompt)."""
+        return torch.cat([torch.zeros_like(self.prompt_mask), self.response_mask], dim=1)
+
+
+def _cache_name(model) -> str:
+    """The KV-cache argument's name: ``cache`` in recent ``transformers``, ``past_key_values``
+    before."""
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
+def position_ids_from_mask(attention_mask: Tensor) -> Tensor:
+    """Positions that count only real tokens: ``cumsum(mask) − 1`` (0 on left padding)."""
+    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
+def _top_p_filter(probs: Tensor, top_p: float) -> Tensor:
+    """Zero the tail of each row outside the smallest set with mass ≥ ``top_p`` (nucleus)."""
+    sorted_probs, order = probs.sort(dim=-1, descending=True)
+    outside = sorted_probs.cumsum(-1) - sorted_probs >= top_p  # the first token always stays
+    sorted_probs = sorted_probs.masked_fill(outside, 0.0)
+    return torch.zeros_like(probs).scatter(-1, order, sorted_probs)
+
+
+@torch.no_grad()
+def sample(
+    model,
+    tokenizer,
+    prompts: Sequence[str],
+    n: int = 1,
+    max_new_tokens: int = 16,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    seed: int | None = None,
+) -> Samples:
+    """Sample ``n`` completions for each prompt, stopping each row at the tokenizer's EOS.
+
+    Each prompt is run through the model once; its KV cache is then copied to its ``n`` rows.
+
+    ``temperature=0`` decodes greedily. ``seed`` seeds a generator of its own (the global RNG is
+    left alone); ``None`` uses the global RNG.
+    """
+    if isinstance(prompts, str) or len(prompts) == 0:
+        raise ValueError("prompts: expected a non-empty list of strings")
+    if not isinstance(n, int) or n < 1:
+        raise ValueError(f"n: expected a positive integer, got {n!r}")
+    if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens: expected a positive integer, got {max_new_tokens!r}")
+    if temperature < 0:
+        raise ValueError(f"temperature: expected ≥ 0, got {temperature}")
+    if not 0.0 < top_p <= 1.0:
+        raise ValueError(f"top_p: expected a number in (0, 1], got {top_p}")
+    device = next(model.parameters()).device
+    generator = None
+    if seed is not None:
+        generator = torch.Generator(device=device).manual_seed(seed)
+    enc = tokenizer(list(prompts), return_tensors="pt", padding=True)
+    ids, mask = enc["input_ids"].to(device), enc["attention_mask"].to(device)
+    eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
+
+    # Prefill each prompt once, then copy its KV cache to its n rows.
+    cache_name = _cache_name(model)
+    out = model(
+        input_ids=ids,
+        attention_mask=mask,
+        position_ids=position_ids_from_mask(mask),
+        use_cache=True,
+    )
+    cache, logits = out[cache_name], out.logits[:, -1]
+    if n > 1:
+        cache.batch_repeat_interleave(n)
+        ids, mask, logits = (t.repeat_interleave(n, dim=0) for t in (ids, mask, logits))
+    positions = position_ids_from_mask(mask)
+    next_position = positions[:, -1:] + 1
+    step_mask = torch.ones_like(mask[:, :1])
+    finished = torch.zeros(ids.shape[0], dtype=torch.bool, device=device)
+    tokens, logps, alive = [], [], []
+    for step in range(max_new_tokens):
+        logits = logits.float()
+        logp = torch.log_softmax(logits / (temperature or 1.0), dim=-1)
+        if temperature == 0:
+            token = logits.argmax(-1)
+        else:
+            probs = logp.exp()
+            if top_p < 1.0:
+                probs = _top_p_filter(probs, top_p)
+            token = torch.multinomial(probs, 1, generator=generator).squeeze(1)
+        token = token.masked_fill(finished, pad)
+        alive.append(~finished)
+        tokens.append(token)
+        logps.append(logp.gather(1, token[:, None]).squeeze(1).masked_fill(finished, 0.0))
+        finished = finished | (token == eos)
+        if step == max_new_tokens - 1 or bool(finished.all()):
+            break
+        mask = torch.cat([mask, step_mask], dim=1)
+        out = model(
+            input_ids=token[:, None],
+            attention_mask=mask,
+            position_ids=next_position,
+            use_cache=True,
+            **{cache_name: cache},
+        )
+        cache, logits = out[cache_name], out.logits[:, -1]
+        next_position = next_position + 1
+
+    completion = torch.stack(tokens, dim=1)
+    return Samples(
+        prompt_ids=ids,
+        prompt_mask=mask[:, : ids.shape[1]],
+        completion_ids=completion,
+        response_mask=torch.stack(alive, dim=1).long(),
+        logprobs=torch.stack(logps, dim=1),
+        text=tokenizer.batch_decode(completion, skip_special_tokens=True),
+        prompts=[p for p in prompts for _ in range(n)],
+    )
+
+
+def sequence_logprobs(
+    model, input_ids: Tensor, attention_mask: Tensor, response_mask: Tensor, temperature=1.0
+) -> Tensor:
+    """Per-token ``log π(x_t | x_<t)`` under ``softmax(logits / temperature)``, in one forward pass.
+
+    All ``[B, L]``; the result is aligned with ``input_ids`` and 0 where ``response_mask`` is 0
+    (and at position 0, which has no prefix). Differentiable.
+    """
+    if input_ids.shape != attention_mask.shape or input_ids.shape != response_mask.shape:
+        raise ValueError(
+            f"attention_mask, response_mask: expected shape {tuple(input_ids.shape)}, got "
+            f"{tuple(attention_mask.shape)} and {tuple(response_mask.shape)}"
+        )
+    if temperature <= 0:
+        raise ValueError(f"temperature: expected > 0, got {temperature}")
+    logits = (
+        model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids_from_mask(attention_mask),
+        )
+        .logits[:, :-1]
+        .float()
+        / temperature
+    )
+    targets = input_ids[:, 1:, None]
+    logp = logits.gather(-1, targets).squeeze(-1) - logits.logsumexp(-1)
+    logp = torch.cat([torch.zeros_like(logp[:, :1]), logp], dim=1)
+    return logp * response_mask.to(logp.dtype)

@@ -1,0 +1,1 @@
+"""Models: the tiny causal LM and its character tokenizer (``rlnb.models.lm``)."""

@@ -1,0 +1,124 @@
+"""Rebuild the tiny reasoners shipped in ``data/reasoners/``: ``python -m rlnb.models.build_reasoners``.
+
+Each reasoner is a ``tiny_causal_lm`` trained with ``train_sft`` from a fixed seed on one thread
+(so the weights are the same bits on every run on a machine) and *stopped early*: at the first
+evaluation where greedy accuracy on a fixed sample of train prompts reaches ``stop_greedy`` and
+pass@16 at temperature 1 reaches ``stop_pass16``. That leaves the headroom RL and verifiers need:
+greedy pass@1 well below 1, pass@16 near 1. The test split is only used for the reported numbers,
+which go to ``metrics.json`` next to the weights.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from rlnb.decoding.selection import evaluate_pass_at_k
+from rlnb.envs.tasks import Addition
+from rlnb.models.lm import char_tokenizer, data_dir, tiny_causal_lm
+from rlnb.train.lm_sft import SFTConfig, train_sft
+
+
+@dataclass
+class ReasonerSpec:
+    task: str = "addition"
+    task_args: dict = field(default_factory=lambda: {"digits": 2})
+    model_args: dict = field(
+        default_factory=lambda: {"n_layer": 2, "n_embd": 128, "n_head": 4, "n_positions": 16}
+    )
+    sft: SFTConfig = field(
+        default_factory=lambda: SFTConfig(
+            steps=2000, batch_size=64, lr=3e-4, seed=0, progress=False
+        )
+    )
+    eval_every: int = 10  # steps between checks of the stopping rule
+    stop_greedy: float = 0.3  # stop once greedy accuracy on the check prompts reaches this ...
+    stop_pass16: float = 0.85  # ... and pass@16 at temperature 1 reaches this
+    n_check_prompts: int = 256
+
+
+SPECS = {"addition": ReasonerSpec()}
+TASKS = {"addition": Addition}
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def build(name: str, out_root: Path | None = None) -> dict:
+    """Train, stop early, save ``data/reasoners/<name>/`` and return its metrics."""
+    spec = SPECS[name]
+    torch.set_num_threads(1)
+    torch.manual_seed(spec.sft.seed)
+    task = TASKS[spec.task](**spec.task_args)
+    tokenizer = char_tokenizer(task.alphabet)
+    model = tiny_causal_lm(len(tokenizer), **spec.model_args)
+    check_prompts = task.prompts(spec.n_check_prompts, "train", seed=12345)
+    checks = []
+
+    def stopping_rule(step, model):
+        if step % spec.eval_every:
+            return
+        model.eval()
+        greedy = evaluate_pass_at_k(
+            model, tokenizer, task, check_prompts, n=1, ks=(1,), temperature=0
+        )
+        sampled = evaluate_pass_at_k(model, tokenizer, task, check_prompts, n=16, ks=(16,))
+        model.train()
+        checks.append({"step": step, "greedy": greedy[1], "pass16": sampled[16]})
+        if greedy[1] >= spec.stop_greedy and sampled[16] >= spec.stop_pass16:
+            raise StopIteration
+
+    history = train_sft(model, tokenizer, task, spec.sft, callbacks=[stopping_rule])
+    test = task.split("test")
+    greedy = evaluate_pass_at_k(model, tokenizer, task, test, n=1, ks=(1,), temperature=0)
+    sampled = evaluate_pass_at_k(model, tokenizer, task, test, n=16, ks=(1, 4, 16))
+
+    out = (out_root or data_dir() / "reasoners") / name
+    if out.exists():
+        shutil.rmtree(out)
+    model.save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)
+    metrics = {
+        "name": name,
+        "task": spec.task,
+        "task_args": spec.task_args,
+        "model_args": spec.model_args,
+        "sft": asdict(spec.sft),
+        "stopped_at_step": int(history["step"].iloc[-1]),
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "model_safetensors_bytes": (out / "model.safetensors").stat().st_size,
+        "model_safetensors_sha256": sha256(out / "model.safetensors"),
+        "test_prompts": len(test),
+        "test_greedy_pass1": greedy[1],
+        "test_pass1_t1": sampled[1],
+        "test_pass4_t1": sampled[4],
+        "test_pass16_t1": sampled[16],
+        "checks": checks,
+    }
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
+    return metrics
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("names", nargs="*", default=list(SPECS), help=f"any of {list(SPECS)}")
+    parser.add_argument("--out", type=Path, default=None, help="instead of data/reasoners/")
+    args = parser.parse_args(argv)
+    for name in args.names:
+        if name not in SPECS:
+            parser.error(f"unknown reasoner {name!r}; expected one of {list(SPECS)}")
+        m = build(name, args.out)
+        summary = {k: v for k, v in m.items() if k not in ("checks", "sft")}
+        print(json.dumps(summary, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,155 @@
+"""The tiny reasoner: a character tokenizer, a small GPT-2 from a ``transformers`` config, and
+``load_reasoner`` for the checkpoints shipped in ``data/reasoners/``.
+
+Everything here is a plain Hugging Face object, so code written against it runs unchanged with a
+real model and tokenizer. Checkpoints are safetensors only; nothing is ever unpickled.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    GPT2Config,
+    GPT2LMHeadModel,
+    PreTrainedTokenizerFast,
+)
+
+SPECIAL_TOKENS = ("<pad>", "<bos>", "<eos>")
+DATA_ENV = "RLNB_DATA"
+CHECKPOINT_FILES = ("config.json", "model.safetensors", "tokenizer.json")
+
+
+class CharTokenizer(PreTrainedTokenizerFast):
+    """One token per character; ``<bos>`` is prepended, padding is on the left (for generation).
+
+    Encoding text with a character outside the vocabulary raises a ``ValueError`` naming it.
+    """
+
+    def _encode_plus(self, text, text_pair=None, *args, **kwargs):
+        vocab = self.get_vocab()
+        texts = [text] if isinstance(text, str) else list(text)
+        unknown = sorted({ch for t in texts if isinstance(t, str) for ch in t if ch not in vocab})
+        if unknown:
+            raise ValueError(f"text: characters not in the tokenizer's vocabulary: {unknown}")
+        return super()._encode_plus(text, text_pair, *args, **kwargs)
+
+
+def char_tokenizer(alphabet: str) -> CharTokenizer:
+    """A ``PreTrainedTokenizerFast`` over ``alphabet``'s characters plus ``<pad>``, ``<bos>``,
+    ``<eos>`` (ids 0, 1, 2). Decoding joins characters without spaces."""
+    chars = sorted(set(alphabet))
+    if not chars or any(len(c) != 1 for c in chars):
+        raise ValueError(f"alphabet: expected a non-empty string of characters, got {alphabet!r}")
+    vocab = {tok: i for i, tok in enumerate([*SPECIAL_TOKENS, *chars])}
+    backend = Tokenizer(models.WordLevel(vocab, unk_token=None))
+    backend.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
+    backend.decoder = decoders.Fuse()
+    backend.post_processor = processors.TemplateProcessing(
+        single="<bos> $A", special_tokens=[("<bos>", vocab["<bos>"])]
+    )
+    return CharTokenizer(
+        tokenizer_object=backend,
+        pad_token="<pad>",
+        bos_token="<bos>",
+        eos_token="<eos>",
+        padding_side="left",
+    )
+
+
+def tiny_causal_lm(
+    vocab_size: int, n_layer: int = 2, n_embd: int = 128, n_head: int = 4, n_positions: int = 32
+) -> GPT2LMHeadModel:
+    """A small GPT-2 (tied input/output embeddings, no dropout) with the given sizes."""
+    if n_embd % n_head:
+        raise ValueError(f"n_embd: expected a multiple of n_head={n_head}, got {n_embd}")
+    config = GPT2Config(
+        vocab_size=vocab_size,
+        n_layer=n_layer,
+        n_embd=n_embd,
+        n_head=n_head,
+        n_positions=n_positions,
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=0,
+    )
+    return GPT2LMHeadModel(config)
+
+
+def data_dir() -> Path:
+    """Where shipped artifacts live: ``$RLNB_DATA`` if set, else the repository's ``data/``."""
+    return Path(os.environ.get(DATA_ENV, Path(__file__).resolve().parents[2] / "data"))
+
+
+def shipped_reasoners() -> list[str]:
+    """Names of the checkpoints in ``data/reasoners/``."""
+    root = data_dir() / "reasoners"
+    return (
+        sorted(p.name for p in root.iterdir() if (p / "config.json").exists())
+        if root.exists()
+        else []
+    )
+
+
+def check_checkpoint(path: str | Path) -> Path:
+    """Check that ``path`` holds a readable safetensors checkpoint; return it as a ``Path``.
+
+    Raises ``FileNotFoundError`` naming a missing file and ``ValueError`` naming a corrupt one.
+    """
+    from safetensors import safe_open
+
+    path = Path(path)
+    for name in CHECKPOINT_FILES:
+        if not (path / name).is_file():
+            raise FileNotFoundError(f"{path / name}: missing from the checkpoint")
+    for name in ("config.json", "tokenizer.json"):
+        try:
+            json.loads((path / name).read_text())
+        except (ValueError, UnicodeDecodeError) as err:
+            raise ValueError(f"{path / name}: corrupt checkpoint file ({err})") from err
+    try:
+        with safe_open(path / "model.safetensors", framework="pt") as f:
+            for key in f.keys():
+                f.get_tensor(key)
+    except Exception as err:  # safetensors raises its own error types
+        raise ValueError(f"{path / 'model.safetensors'}: corrupt checkpoint file ({err})") from err
+    return path
+
+
+def load_reasoner(name_or_path: str | Path, device="cpu"):
+    """Load ``(model, tokenizer)``: a shipped name (``"addition"``) from ``data/reasoners/``, a
+    local directory from there, anything else through ``from_pretrained`` (a hub id needs the
+    internet). Weights are read from safetensors only; the model is returned in eval mode."""
+    path = Path(name_or_path)
+    if isinstance(name_or_path, str) and "/" not in name_or_path and not path.exists():
+        if name_or_path not in shipped_reasoners():
+            raise ValueError(
+                f"name_or_path: {name_or_path!r} is neither a shipped reasoner "
+                f"{shipped_reasoners()} nor a directory; pass a hub id as 'owner/name'"
+            )
+        path = data_dir() / "reasoners" / name_or_path
+    if path.exists():
+        check_checkpoint(path)
+        tokenizer_cls = CharTokenizer if _is_char_tokenizer(path) else AutoTokenizer
+        tokenizer = tokenizer_cls.from_pretrained(path)
+        model = AutoModelForCausalLM.from_pretrained(path, use_safetensors=True)
+    else:
+        tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+        model = AutoModelForCausalLM.from_pretrained(name_or_path, use_safetensors=True)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left"
+    return model.to(device).eval(), tokenizer
+
+
+def _is_char_tokenizer(path: Path) -> bool:
+    vocab = json.loads((path / "tokenizer.json").read_text())["model"].get("vocab", {})
+    return all(len(t) == 1 or t in SPECIAL_TOKENS for t in vocab)

@@ -1,0 +1,148 @@
+"""The KV-cache sampler against ``model.generate`` and a full forward pass; pass@k; selection."""
+
+import itertools
+import math
+
+import pytest
+import torch
+
+from rlnb.decoding import best_of_n, majority_vote, pass_at_k, sample, sequence_logprobs
+from rlnb.envs.tasks import Addition
+from rlnb.models.lm import char_tokenizer, tiny_causal_lm
+
+PROMPTS = ["07+35=", "1+2=", "123+4=", "9="]  # different lengths: left padding is exercised
+
+
+@pytest.fixture(scope="module")
+def lm():
+    torch.manual_seed(0)
+    tok = char_tokenizer(Addition.alphabet)
+    return tiny_causal_lm(len(tok), n_layer=2, n_embd=32, n_head=2, n_positions=32).eval(), tok
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_greedy_matches_generate_token_for_token(seed):
+    torch.manual_seed(seed)
+    tok = char_tokenizer(Addition.alphabet)
+    model = tiny_causal_lm(len(tok), n_layer=2, n_embd=32, n_head=2, n_positions=32).eval()
+    ours = sample(model, tok, PROMPTS, n=2, max_new_tokens=10, temperature=0)
+    enc = tok(PROMPTS, return_tensors="pt", padding=True)
+    theirs = model.generate(
+        **enc, max_new_tokens=10, do_sample=False, pad_token_id=0, eos_token_id=tok.eos_token_id
+    )[:, enc["input_ids"].shape[1] :].repeat_interleave(2, dim=0)
+    width = ours.completion_ids.shape[1]
+    assert torch.equal(ours.completion_ids, theirs[:, :width])
+    assert (theirs[:, width:] == tok.pad_token_id).all()  # generate only padded past our stop
+
+
+@pytest.mark.parametrize("top_p", [1.0, 0.7])
+def test_sampled_logprobs_match_one_forward_pass(lm, top_p):
+    model, tok = lm
+    out = sample(model, tok, PROMPTS, n=4, max_new_tokens=10, temperature=0.8, top_p=top_p, seed=3)
+    full = sequence_logprobs(
+        model, out.input_ids, out.attention_mask, out.full_response_mask, temperature=0.8
+    )
+    P = out.prompt_ids.shape[1]
+    assert torch.allclose(full[:, P:], out.logprobs, atol=1e-5)
+    assert (full[:, :P] == 0).all()
+
+
+def test_rows_stop_at_eos_and_are_grouped_by_prompt(lm):
+    model, tok = lm
+    out = sample(model, tok, PROMPTS, n=8, max_new_tokens=12, seed=0)
+    assert out.prompts == [p for p in PROMPTS for _ in range(8)] and len(out.text) == 32
+    eos = out.completion_ids == tok.eos_token_id
+    assert eos.any()  # a random model emits EOS (1 in 15 tokens) within 12 steps
+    for row, mask, lp in zip(out.completion_ids, out.response_mask, out.logprobs):
+        stop = (row == tok.eos_token_id).nonzero()
+        length = int(stop[0]) + 1 if len(stop) else row.numel()
+        assert mask[:length].all() and not mask[length:].any()
+        assert (row[length:] == tok.pad_token_id).all() and (lp[length:] == 0).all()
+    for i, text in enumerate(out.text):
+        assert tok.decode(out.completion_ids[i], skip_special_tokens=True) == text
+
+
+def test_seeds_reproduce_and_differ(lm):
+    model, tok = lm
+    a = sample(model, tok, PROMPTS, n=4, seed=5)
+    assert torch.equal(a.completion_ids, sample(model, tok, PROMPTS, n=4, seed=5).completion_ids)
+    assert not torch.equal(
+        a.completion_ids, sample(model, tok, PROMPTS, n=4, seed=6).completion_ids
+    )
+
+
+def test_first_token_frequencies_follow_the_tempered_softmax(lm):
+    """Sample 20 000 first tokens; compare with softmax(logits / T) and with the nucleus."""
+    model, tok = lm
+    model = tiny_causal_lm(len(tok), n_layer=1, n_embd=32, n_head=2, n_positions=16).eval()
+    with torch.no_grad():
+        model.lm_head.weight.mul_(40.0)  # a peaked distribution, so top-p matters
+    enc = tok(["1+2="], return_tensors="pt")
+    logits = model(**enc).logits[0, -1]
+    for temperature, top_p in [(1.0, 1.0), (0.5, 1.0), (1.0, 0.6)]:
+        out = sample(
+            model, tok, ["1+2="], n=20_000, max_new_tokens=1, temperature=temperature, top_p=top_p,
+            seed=0,
+        )  # fmt: skip
+        freq = torch.bincount(out.completion_ids[:, 0], minlength=len(tok)).double() / 20_000
+        probs = torch.softmax(logits.double() / temperature, -1)
+        if top_p < 1:
+            order = probs.argsort(descending=True)
+            before = probs[order].cumsum(0) - probs[order]
+            keep = torch.zeros_like(probs, dtype=torch.bool)
+            keep[order[before < top_p]] = True
+            assert keep.sum() < len(tok)
+            probs = torch.where(keep, probs, 0.0)
+            probs /= probs.sum()
+        assert (freq - probs).abs().max() < 0.015, (temperature, top_p)
+        assert (freq[probs == 0] == 0).all()
+
+
+def test_sampler_rejects_bad_arguments(lm):
+    model, tok = lm
+    for kwargs, name in [
+        ({"n": 0}, "n"),
+        ({"temperature": -1.0}, "temperature"),
+        ({"top_p": 0.0}, "top_p"),
+        ({"max_new_tokens": 0}, "max_new_tokens"),
+    ]:
+        with pytest.raises(ValueError, match=name):
+            sample(model, tok, PROMPTS, **kwargs)
+    with pytest.raises(ValueError, match="prompts"):
+        sample(model, tok, "1+2=")
+
+
+def brute_force_pass_at_k(c, n, k):
+    """Fraction of the k-subsets of n samples (c correct) that contain a correct one."""
+    samples = [True] * c + [False] * (n - c)
+    subsets = list(itertools.combinations(samples, k))
+    return sum(any(s) for s in subsets) / len(subsets)
+
+
+def test_pass_at_k_equals_enumeration():
+    for n in range(1, 9):
+        for c in range(n + 1):
+            for k in range(1, n + 1):
+                assert math.isclose(
+                    pass_at_k(c, n, k), brute_force_pass_at_k(c, n, k), abs_tol=1e-12
+                )
+    batch = pass_at_k(torch.tensor([0, 3, 16]), 16, 4)
+    assert batch.shape == (3,) and batch[0] == 0 and batch[2] == 1
+    assert math.isclose(batch[1].item(), 1 - math.comb(13, 4) / math.comb(16, 4), rel_tol=1e-12)
+    with pytest.raises(ValueError, match="k"):
+        pass_at_k(1, 4, 0)
+    with pytest.raises(ValueError, match="n: expected"):
+        pass_at_k(1, 4, 5)
+    with pytest.raises(ValueError, match="n_correct"):
+        pass_at_k(5, 4, 1)
+
+
+def test_majority_vote_and_best_of_n():
+    assert majority_vote(["a", "b", "b", "c", "d", "c"], 3) == ["b", "c"]
+    assert majority_vote(["x", "y", "y", "x"], 4) == ["x"]  # tie: the first seen
+    with pytest.raises(ValueError, match="group_size"):
+        majority_vote(["a", "b", "c"], 2)
+    scores = torch.tensor([0.1, 0.9, 0.9, 0.5, 0.2, 0.3])
+    assert best_of_n(scores, 3).tolist() == [1, 3]  # tie in group 0: the first
+    with pytest.raises(ValueError, match="group_size"):
+        best_of_n(scores, 4)

@@ -1,0 +1,94 @@
+"""The character tokenizer, the tiny GPT-2 and loading checkpoints (safetensors only)."""
+
+import json
+import random
+import shutil
+
+import pytest
+import torch
+from transformers import AutoTokenizer
+
+from rlnb.envs.tasks import Addition, Composition
+from rlnb.models.build_reasoners import sha256
+from rlnb.models.lm import (
+    CharTokenizer,
+    char_tokenizer,
+    data_dir,
+    load_reasoner,
+    tiny_causal_lm,
+)
+
+
+@pytest.mark.parametrize("alphabet", [Addition.alphabet, Composition.alphabet])
+def test_tokenizer_round_trips_random_strings(alphabet):
+    tok = char_tokenizer(alphabet)
+    rng = random.Random(0)
+    for _ in range(50):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(1, 12)))
+        ids = tok(text)["input_ids"]
+        assert ids[0] == tok.bos_token_id and len(ids) == len(text) + 1
+        assert tok.decode(ids, skip_special_tokens=True) == text
+    assert [tok.pad_token_id, tok.bos_token_id, tok.eos_token_id] == [0, 1, 2]
+    assert len(tok) == 3 + len(set(alphabet))
+
+
+def test_tokenizer_pads_left_and_names_unknown_characters(tmp_path):
+    tok = char_tokenizer(Addition.alphabet)
+    batch = tok(["1+2=", "10+20="], padding=True)
+    assert batch["input_ids"][0][:2] == [0, 0] and batch["attention_mask"][0][:2] == [0, 0]
+    with pytest.raises(ValueError, match=r"\['a', 'x'\]"):
+        tok(["12+x=", "a"])
+    with pytest.raises(ValueError, match="alphabet"):
+        char_tokenizer("")
+    tok.save_pretrained(tmp_path)
+    again = AutoTokenizer.from_pretrained(tmp_path)  # a plain fast tokenizer, same ids
+    assert again("07+35=")["input_ids"] == tok("07+35=")["input_ids"]
+
+
+def test_tiny_causal_lm_sizes_and_errors():
+    model = tiny_causal_lm(15, n_layer=1, n_embd=32, n_head=2, n_positions=8)
+    assert model.config.n_layer == 1 and model.get_input_embeddings().weight.shape == (15, 32)
+    assert model.lm_head.weight.data_ptr() == model.get_input_embeddings().weight.data_ptr()
+    with pytest.raises(ValueError, match="n_embd"):
+        tiny_causal_lm(15, n_embd=30, n_head=4)
+
+
+def test_shipped_addition_reasoner_loads_offline_and_matches_its_record():
+    model, tok = load_reasoner("addition")
+    path = data_dir() / "reasoners" / "addition"
+    metrics = json.loads((path / "metrics.json").read_text())
+    assert isinstance(tok, CharTokenizer) and not model.training
+    assert (path / "model.safetensors").stat().st_size < 2 * 2**20
+    assert sha256(path / "model.safetensors") == metrics["model_safetensors_sha256"]
+    assert sum(p.numel() for p in model.parameters()) == metrics["parameters"]
+    assert 0.2 <= metrics["test_greedy_pass1"] <= 0.5 and metrics["test_pass16_t1"] >= 0.8
+
+
+@pytest.fixture
+def checkpoint(tmp_path):
+    dst = tmp_path / "ckpt"
+    shutil.copytree(data_dir() / "reasoners" / "addition", dst)
+    return dst
+
+
+def test_load_reasoner_names_a_missing_file(checkpoint):
+    (checkpoint / "model.safetensors").unlink()
+    torch.save({"x": torch.zeros(1)}, checkpoint / "pytorch_model.bin")  # a pickle: never loaded
+    with pytest.raises(FileNotFoundError, match="model.safetensors"):
+        load_reasoner(checkpoint)
+
+
+def test_load_reasoner_names_a_corrupt_file(checkpoint):
+    data = (checkpoint / "model.safetensors").read_bytes()
+    (checkpoint / "model.safetensors").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match="model.safetensors: corrupt"):
+        load_reasoner(checkpoint)
+    (checkpoint / "model.safetensors").write_bytes(data)
+    (checkpoint / "config.json").write_text("{not json")
+    with pytest.raises(ValueError, match="config.json: corrupt"):
+        load_reasoner(checkpoint)
+
+
+def test_load_reasoner_rejects_an_unknown_name():
+    with pytest.raises(ValueError, match="shipped reasoner"):
+        load_reasoner("multiplication")
