@@ -127,3 +127,29 @@ def test_group_widgets_errors_and_build():
     box.children[1].children[0].value = "1 1 1 1"  # fires the callback
     box.children[1].children[1].value = ()  # no estimator picked: a message, no error
     aggregation_explorer().children[1].children[0].value = 128
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_passk_table_on_random_counts(seed):
+    from rlnb.widgets import passk_table
+
+    g = torch.Generator().manual_seed(seed)
+    counts = {t: torch.randint(0, 17, (50,), generator=g) for t in (0.5, 1.0, 1.5)}
+    table = passk_table(counts, 16)
+    assert list(table.index) == [1, 2, 4, 8, 16] and list(table.columns) == [0.5, 1.0, 1.5]
+    for t, c in counts.items():
+        assert table[t].is_monotonic_increasing
+        assert abs(table.loc[1, t] - (c / 16).double().mean().item()) < 1e-12
+        assert abs(table.loc[16, t] - (c > 0).double().mean().item()) < 1e-12
+    with pytest.raises(ValueError, match="n_correct"):
+        passk_table({}, 16)
+
+
+def test_passk_explorer_redraws_on_temperature():
+    from rlnb.widgets import passk_explorer
+
+    counts = {0.5: torch.tensor([0, 8, 16]), 1.0: torch.tensor([2, 4, 6])}
+    box = passk_explorer(counts, 16)
+    slider = box.children[1].children[0]
+    assert slider.options == (0.5, 1.0)
+    slider.value = 1.0  # redraws; must not raise

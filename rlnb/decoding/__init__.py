@@ -1,6 +1,21 @@
 """Decoding: batched KV-cache sampling, sequence log-probs, pass@k, voting and best-of-N."""
 
 from rlnb.decoding.sampling import Samples, sample, sequence_logprobs
-from rlnb.decoding.selection import best_of_n, majority_vote, pass_at_k
+from rlnb.decoding.selection import (
+    best_of_n,
+    count_correct,
+    evaluate_pass_at_k,
+    majority_vote,
+    pass_at_k,
+)
 
-__all__ = ["Samples", "sample", "sequence_logprobs", "best_of_n", "majority_vote", "pass_at_k"]
+__all__ = [
+    "Samples",
+    "sample",
+    "sequence_logprobs",
+    "best_of_n",
+    "count_correct",
+    "evaluate_pass_at_k",
+    "majority_vote",
+    "pass_at_k",
+]

@@ -123,19 +123,21 @@ def sample(
     finished = torch.zeros(ids.shape[0], dtype=torch.bool, device=device)
     tokens, logps, alive = [], [], []
     for step in range(max_new_tokens):
-        logits = logits.float()
-        logp = torch.log_softmax(logits / (temperature or 1.0), dim=-1)
+        logits = logits.float() / (temperature or 1.0)
+        log_z = logits.logsumexp(-1, keepdim=True)
         if temperature == 0:
             token = logits.argmax(-1)
-        else:
-            probs = logp.exp()
+        else:  # argmax of p / E with E ~ Exp(1) is a draw from p (cheaper than multinomial)
+            probs = (logits - log_z).exp()
             if top_p < 1.0:
                 probs = _top_p_filter(probs, top_p)
-            token = torch.multinomial(probs, 1, generator=generator).squeeze(1)
+            noise = torch.empty_like(probs).exponential_(generator=generator)
+            token = (probs / noise).argmax(-1)
         token = token.masked_fill(finished, pad)
         alive.append(~finished)
         tokens.append(token)
-        logps.append(logp.gather(1, token[:, None]).squeeze(1).masked_fill(finished, 0.0))
+        logp = logits.gather(1, token[:, None]).squeeze(1) - log_z.squeeze(1)
+        logps.append(logp.masked_fill(finished, 0.0))
         finished = finished | (token == eos)
         if step == max_new_tokens - 1 or bool(finished.all()):
             break

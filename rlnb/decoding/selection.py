@@ -65,19 +65,18 @@ def best_of_n(scores: Tensor, group_size: int) -> Tensor:
     return best + torch.arange(0, scores.numel(), group_size, device=scores.device)
 
 
-def evaluate_pass_at_k(
+def count_correct(
     model,
     tokenizer,
     task,
     prompts: Sequence[str],
     n: int = 16,
-    ks: Sequence[int] = (1, 16),
     temperature: float = 1.0,
     seed: int = 0,
-    batch_size: int = 256,
-) -> dict[int, float]:
-    """Mean unbiased pass@k over ``prompts`` from ``n`` samples each, scored by ``task.reward``
-    (a reward of 1 counts as correct). ``temperature=0`` with ``n=1`` gives greedy accuracy."""
+    batch_size: int = 512,
+) -> Tensor:
+    """Number of correct completions (``task.reward == 1``) among ``n`` samples per prompt, ``[P]``.
+    ``temperature=0`` decodes greedily (then every sample is the same)."""
     from rlnb.decoding.sampling import sample
 
     per_batch = max(1, batch_size // n)
@@ -90,5 +89,20 @@ def evaluate_pass_at_k(
         )  # fmt: skip
         rewards = torch.tensor(task.rewards(out.prompts, out.text))
         correct.append((rewards == 1.0).view(len(chunk), n).sum(1))
-    n_correct = torch.cat(correct)
+    return torch.cat(correct)
+
+
+def evaluate_pass_at_k(
+    model,
+    tokenizer,
+    task,
+    prompts: Sequence[str],
+    n: int = 16,
+    ks: Sequence[int] = (1, 16),
+    temperature: float = 1.0,
+    seed: int = 0,
+) -> dict[int, float]:
+    """Mean unbiased pass@k over ``prompts`` from ``n`` samples each (see ``count_correct``).
+    ``temperature=0`` with ``n=1`` gives greedy accuracy."""
+    n_correct = count_correct(model, tokenizer, task, prompts, n, temperature, seed)
     return {k: pass_at_k(n_correct, n, k).mean().item() for k in ks}

@@ -14,6 +14,7 @@ from rlnb.widgets.lambda_return import (
     lambda_return_explorer,
     lambda_return_weights,
 )
+from rlnb.widgets.reasoner import passk_explorer, passk_table
 from rlnb.widgets.tour import tour_estimates, tour_explorer
 
 __all__ = [
@@ -28,6 +29,8 @@ __all__ = [
     "lambda_return_example",
     "lambda_return_explorer",
     "lambda_return_weights",
+    "passk_explorer",
+    "passk_table",
     "tour_estimates",
     "tour_explorer",
 ]
