@@ -153,3 +153,25 @@ def test_passk_explorer_redraws_on_temperature():
     slider = box.children[1].children[0]
     assert slider.options == (0.5, 1.0)
     slider.value = 1.0  # redraws; must not raise
+
+
+@pytest.mark.parametrize("kl,entropy", [(0.0, 0.0), (1.0, 0.0), (0.5, 0.5), (0.0, 1.0), (2.0, 0.1)])
+def test_mdvi_curves_on_a_grid(kl, entropy):
+    from rlnb.widgets import mdvi_curves
+
+    table = mdvi_curves(kl, entropy, iterations=60)
+    assert list(table.columns) == ["VI", "MDVI"] and table.index.is_monotonic_increasing
+    assert (table >= 0).all().all() and table.notna().all().all()
+    reference = mdvi_curves(0.0, 0.0, iterations=60)
+    assert table["VI"].equals(reference["VI"])  # the VI curve does not depend on the sliders
+    if kl == entropy == 0.0:
+        assert table["MDVI"].equals(table["VI"])
+
+
+def test_mdvi_explorer_builds_and_redraws():
+    from rlnb.widgets import mdvi_explorer
+
+    box = mdvi_explorer(iterations=30)
+    sliders = box.children[1].children
+    assert [s.description for s in sliders] == ["KL λ", "entropy κ"]
+    sliders[1].value = 0.5  # redraws; must not raise

@@ -306,6 +306,58 @@ def gridworld(
     return TabularMDP(P, R, gamma, initial, terminal)
 
 
+def cliff_world(
+    rows: int = 4,
+    cols: int = 8,
+    slip: float = 0.05,
+    gamma: float = 0.95,
+    cliff_reward: float = -1.0,
+    goal_reward: float = 1.0,
+) -> TabularMDP:
+    """Sutton & Barto's cliff walk with slippery moves: start bottom-left, goal bottom-right, the
+    cells between them on the bottom row are a cliff (terminal, ``cliff_reward``). The short path
+    runs along the edge; with more slip, the safe path one or two rows up is better. Moves as in
+    ``gridworld`` (``slip`` to a random other direction)."""
+    if rows < 2 or cols < 3:
+        raise ValueError(f"rows, cols: expected at least 2×3, got {rows}×{cols}")
+    base = gridworld(rows, cols, goal=(rows - 1, cols - 1), slip=slip, gamma=gamma,
+                     goal_reward=goal_reward, start=(rows - 1, 0))  # fmt: skip
+    P, R, terminal = base.P.clone(), base.R.clone(), base.terminal.clone()
+    cliff = [(rows - 1) * cols + c for c in range(1, cols - 1)]
+    R[:, :, cliff] = cliff_reward
+    for s in cliff:
+        P[s] = 0.0
+        P[s, :, s] = 1.0
+        R[s] = 0.0
+        terminal[s] = True
+    return TabularMDP(P, R, gamma, base.initial, terminal)
+
+
+def river_swim(n_states: int = 6, gamma: float = 0.95, p_up: float = 0.35) -> TabularMDP:
+    """RiverSwim (Strehl & Littman): swimming left (action 0) always works and pays 0.005 at the
+    left bank; swimming right (action 1) against the current moves right with ``p_up``, stays
+    with ``1 − p_up − 0.05`` and slips left with 0.05, and pays 1 at the right bank. The greedy
+    learner settles for the small reward; the large one needs deep exploration. No terminal
+    states; episodes start at state 0."""
+    if not isinstance(n_states, int) or n_states < 3:
+        raise ValueError(f"n_states: expected an int >= 3, got {n_states!r}")
+    if not 0.0 < p_up < 0.95:
+        raise ValueError(f"p_up: expected a probability in (0, 0.95), got {p_up}")
+    S = n_states
+    P = torch.zeros(S, 2, S, dtype=torch.float64)
+    R = torch.zeros(S, 2, S, dtype=torch.float64)
+    for s in range(S):
+        P[s, 0, max(s - 1, 0)] = 1.0
+        P[s, 1, min(s + 1, S - 1)] += p_up
+        P[s, 1, s] += 1.0 - p_up - 0.05
+        P[s, 1, max(s - 1, 0)] += 0.05
+    R[0, 0, 0] = 0.005
+    R[S - 1, 1, S - 1] = 1.0
+    initial = torch.zeros(S, dtype=torch.float64)
+    initial[0] = 1.0
+    return TabularMDP(P, R, gamma, initial, torch.zeros(S, dtype=torch.bool))
+
+
 def garnet(
     n_states: int, n_actions: int, branching: int, seed: int = 0, gamma: float = 0.9
 ) -> TabularMDP:

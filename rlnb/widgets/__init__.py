@@ -14,6 +14,7 @@ from rlnb.widgets.lambda_return import (
     lambda_return_explorer,
     lambda_return_weights,
 )
+from rlnb.widgets.planning import mdvi_curves, mdvi_explorer
 from rlnb.widgets.reasoner import passk_explorer, passk_table
 from rlnb.widgets.tour import tour_estimates, tour_explorer
 
@@ -29,6 +30,8 @@ __all__ = [
     "lambda_return_example",
     "lambda_return_explorer",
     "lambda_return_weights",
+    "mdvi_curves",
+    "mdvi_explorer",
     "passk_explorer",
     "passk_table",
     "tour_estimates",

@@ -1,0 +1,166 @@
+"""Tabular planners: regularized VI (soft VI, MDVI), pessimistic offline VI, robust VI and the
+optimistic actor-critic, against plain loops, closed forms and the claims notebook 03 makes."""
+
+import math
+
+import pytest
+import torch
+
+from rlnb.envs.tabular import TabularMDP, cliff_world, garnet, river_swim
+from rlnb.train.planning import (
+    expected_rewards,
+    greedy,
+    mdvi,
+    offline_dataset,
+    offline_value_iteration,
+    optimistic_actor_critic,
+    policy_values,
+    robust_value_iteration,
+    soft_value_iteration,
+)
+
+
+def sampled_vi_loop(mdp, iterations, n, seed):
+    """Plain sampled value iteration, read top to bottom: Q ← r + γ · mean of max Q at n sampled
+    next states (the same generator calls as ``mdvi``)."""
+    g = torch.Generator().manual_seed(seed)
+    S, A = mdp.n_states, mdp.n_actions
+    r = expected_rewards(mdp)
+    Q = torch.zeros(S, A, dtype=torch.float64)
+    policies = []
+    for _ in range(iterations):
+        policies.append(greedy(Q))
+        nxt = torch.multinomial(mdp.P.reshape(S * A, S), n, replacement=True, generator=g)
+        V = Q.max(-1).values
+        Q = r + mdp.gamma * V[nxt].mean(-1).reshape(S, A)
+    return policies
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_mdvi_without_regularization_is_sampled_value_iteration(seed):
+    mdp = garnet(12, 3, 3, seed=seed, gamma=0.9)
+    run = mdvi(mdp, 0.0, 0.0, 40, samples_per_iteration=2, seeds=[seed], eval_at=range(1, 41))
+    policies = sampled_vi_loop(mdp, 40, 2, seed)
+    V_star = mdp.value_iteration()[0]
+    expected = torch.stack([(V_star - policy_values(mdp, p)).abs().max() for p in policies])
+    torch.testing.assert_close(run.errors[0], expected)
+    assert run.samples.tolist() == [k * 12 * 3 * 2 for k in range(1, 41)]
+
+
+def test_policy_values_match_exact_evaluation():
+    mdp = garnet(10, 3, 4, seed=3)
+    policies = torch.softmax(torch.randn(5, 10, 3, generator=torch.Generator().manual_seed(0)), -1)
+    batch = policy_values(mdp, policies.double())
+    for p, v in zip(policies.double(), batch):
+        torch.testing.assert_close(v, mdp.evaluate(p).V)
+
+
+def test_soft_value_iteration_matches_the_closed_form():
+    # one state, three actions that all loop back: V = τ log Σ_a exp(r_a/τ) / (1 − γ)
+    r = torch.tensor([[0.0, 0.5, 1.0]], dtype=torch.float64)
+    mdp = TabularMDP(torch.ones(1, 3, 1), r, 0.8, torch.ones(1), torch.zeros(1, dtype=torch.bool))
+    for tau in (0.1, 0.5, 2.0):
+        Q, V, pi = soft_value_iteration(mdp, tau)
+        exact = tau * torch.logsumexp(r[0] / tau, 0) / (1 - 0.8)
+        torch.testing.assert_close(V[0], exact, atol=1e-9, rtol=0)
+        torch.testing.assert_close(pi[0], torch.softmax(r[0] / tau, 0))
+    # on a Garnet: the soft Bellman equation holds, and τ → 0 gives value iteration
+    g = garnet(15, 4, 3, seed=1)
+    Q, V, pi = soft_value_iteration(g, 0.3)
+    torch.testing.assert_close(Q, expected_rewards(g) + g.gamma * g.P @ V, atol=1e-8, rtol=0)
+    torch.testing.assert_close(V, 0.3 * torch.logsumexp(Q / 0.3, -1), atol=1e-8, rtol=0)
+    torch.testing.assert_close(soft_value_iteration(g, 0.0)[1], g.value_iteration()[0])
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_mdvi_averages_the_noise_that_stalls_value_iteration(seed):
+    mdp = garnet(20, 4, 4, seed=seed, gamma=0.9)
+    vi = mdvi(mdp, 0.0, 0.0, 300, seeds=range(3))
+    md = mdvi(mdp, 1.0, 0.0, 300, seeds=range(3))
+    assert md.errors[:, -1].mean() < 0.25 * vi.errors[:, -1].mean()
+    half = len(vi.iterations) // 2  # VI's plateau: no better at the end than half-way
+    assert vi.errors[:, -5:].mean() > 0.5 * vi.errors[:, half - 2 : half + 3].mean()
+
+
+def behavior_policy(mdp, seed):
+    """Optimal action in 70% of the states, a random one elsewhere."""
+    best = mdp.value_iteration()[1].argmax(-1)
+    g = torch.Generator().manual_seed(100 + seed)
+    random = torch.randint(mdp.n_actions, (mdp.n_states,), generator=g)
+    return torch.where(torch.rand(mdp.n_states, generator=g) < 0.7, best, random)
+
+
+def test_offline_dataset_follows_the_behavior_and_coverage():
+    mdp = garnet(10, 4, 3, seed=0)
+    beh = behavior_policy(mdp, 0)
+    data = offline_dataset(mdp, 200, 0.1, behavior=beh, seed=0)
+    n = data.n
+    assert n.sum() == 2000 and (n.sum(-1) == 200).all()
+    share = n[torch.arange(10), beh].sum() / n.sum()
+    assert abs(share - 0.9) < 0.03
+    assert offline_dataset(mdp, 5, 0.0, behavior=beh).n[torch.arange(10), beh].tolist() == [5] * 10
+    with pytest.raises(ValueError, match="coverage"):
+        offline_dataset(mdp, 5, 1.5)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_pessimistic_value_is_a_lower_bound_and_naive_is_not(seed):
+    mdp = garnet(20, 4, 4, seed=seed, gamma=0.9)
+    data = offline_dataset(mdp, 50, 0.1, behavior=behavior_policy(mdp, seed), seed=seed)
+    Q, pi = offline_value_iteration(data, 0.9, penalty=5.0, v_max=30.0)
+    assert (Q.max(-1).values <= policy_values(mdp, pi) + 1e-6).all()
+    Q0, pi0 = offline_value_iteration(data, 0.9)
+    assert (Q0.max(-1).values - policy_values(mdp, pi0)).max() > 1.0  # naive VI overestimates
+
+
+def test_pessimism_helps_when_coverage_is_poor():
+    regret = {"naive": [], "pessimistic": []}
+    for seed in range(16):
+        mdp = garnet(20, 4, 4, seed=seed, gamma=0.9)
+        V_star = mdp.value_iteration()[0]
+        data = offline_dataset(mdp, 50, 0.05, behavior=behavior_policy(mdp, seed), seed=seed)
+        for name, penalty in (("naive", 0.0), ("pessimistic", 1.0)):
+            pi = offline_value_iteration(data, 0.9, penalty=penalty, v_max=30.0)[1]
+            regret[name].append((V_star - policy_values(mdp, pi)).mean().item())
+    assert sum(regret["pessimistic"]) < 0.8 * sum(regret["naive"])
+
+
+def test_robust_value_iteration():
+    mdp = cliff_world(slip=0.02)
+    Q_nom, pi_nom = robust_value_iteration(mdp, 1e6)
+    assert torch.equal(pi_nom, mdp.value_iteration()[1])  # β → ∞: plain VI
+    Q_rob, pi_rob = robust_value_iteration(mdp, 0.3)
+    assert (Q_rob <= Q_nom + 1e-9).all()  # the adversary only lowers values
+    start = mdp.initial.argmax()
+    values = lambda pi, slip: policy_values(cliff_world(slip=slip), pi)[start].item()  # noqa: E731
+    assert values(pi_nom, 0.02) > values(pi_rob, 0.02)  # robustness costs on the nominal model
+    for slip in (0.1, 0.2, 0.3):  # ... and pays under a shift
+        assert values(pi_rob, slip) > values(pi_nom, slip) + 0.1
+    with pytest.raises(ValueError, match="beta"):
+        robust_value_iteration(mdp, 0.0)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_optimism_finds_the_far_bank(seed):
+    mdp = river_swim(8)
+    best = mdp.value_iteration()[0][0].item()
+    optimistic = optimistic_actor_critic(mdp, 100, 30, bonus=0.1, seed=seed)
+    greedy_ac = optimistic_actor_critic(mdp, 100, 30, bonus=0.0, seed=seed)
+    assert math.isclose(optimistic.value.iloc[-1], best, rel_tol=1e-3)
+    assert greedy_ac.value.iloc[-1] < 0.1 * best
+
+
+def test_planners_reject_bad_input():
+    mdp = garnet(5, 2, 2)
+    with pytest.raises(ValueError, match="kl, entropy"):
+        mdvi(mdp, -1.0, 0.0, 10)
+    with pytest.raises(ValueError, match="iterations"):
+        mdvi(mdp, 1.0, 0.0, 0)
+    with pytest.raises(ValueError, match="tau"):
+        soft_value_iteration(mdp, -0.1)
+    with pytest.raises(ValueError, match="penalty"):
+        offline_value_iteration(offline_dataset(mdp, 3, 0.5), 0.9, penalty=-1.0)
+    with pytest.raises(ValueError, match="bonus"):
+        optimistic_actor_critic(mdp, 3, 3, bonus=-1.0)
+    with pytest.raises(ValueError, match="n_states"):
+        river_swim(2)
