@@ -6,6 +6,14 @@ compare against.
 """
 
 from rlnb.estimators.advantages import Advantages, gae, vtrace
+from rlnb.estimators.distributional import (
+    categorical_projection,
+    decode,
+    hl_gauss,
+    symexp,
+    symlog,
+    two_hot,
+)
 from rlnb.estimators.group import (
     broadcast_to_tokens,
     dr_grpo,
@@ -33,6 +41,12 @@ __all__ = [
     "PolicyLoss",
     "aggregate",
     "broadcast_to_tokens",
+    "categorical_projection",
+    "decode",
+    "hl_gauss",
+    "symexp",
+    "symlog",
+    "two_hot",
     "dr_grpo",
     "group_advantages",
     "grpo",

@@ -90,7 +90,8 @@ def dyna_q(
     for episode in range(episodes):
         s = int(rng.choice(mdp.n_states, p=mdp.initial.numpy()))
         ret, steps = 0.0, 0
-        for steps in range(1, max_steps + 1):
+        while steps < max_steps:
+            steps += 1
             if rng.random() < epsilon:
                 a = int(rng.integers(mdp.n_actions))
             else:
