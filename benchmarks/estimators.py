@@ -13,11 +13,10 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import statistics
-import time
 from pathlib import Path
 
 import torch
+from timing import timed  # benchmarks/timing.py
 from torchrl.objectives.value import functional as trl
 
 from rlnb import estimators as E
@@ -33,20 +32,6 @@ def data(B, T, device, seed=0):
     u = torch.rand(B, T, generator=g)
     term, trunc = u < 0.01, (u >= 0.01) & (u < 0.02)
     return [x.to(device) for x in (r, v, nv, term, trunc)]
-
-
-def timed(fn, repeats, device):
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        t = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
 
 
 def rel_err(x, exact):

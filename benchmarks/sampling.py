@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import argparse
 import platform
-import statistics
-import time
 from pathlib import Path
 
 import torch
 import transformers
+from timing import timed  # benchmarks/timing.py
 
 from rlnb.decoding import sample
 from rlnb.envs.tasks import Addition
@@ -27,20 +26,6 @@ from rlnb.models.lm import char_tokenizer, tiny_causal_lm
 NEW_TOKENS = 8
 # (prompts, samples per prompt, temperature): the shape, and GRPO-style groups
 CONFIGS = [(256, 1, 1.0), (256, 1, 0.0), (32, 8, 1.0), (16, 16, 1.0)]
-
-
-def timed(fn, repeats, device):
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def run(repeats: int) -> str:

@@ -31,6 +31,7 @@ import torch
 from tqdm.auto import tqdm
 
 from rlnb.device import pick_device, seed_everything
+from rlnb.envs.vector import discrete_vector_env
 from rlnb.estimators.distributional import categorical_projection
 from rlnb.estimators.returns import discounted_returns
 from rlnb.models.value import ValueNetwork, categorical_loss
@@ -155,16 +156,7 @@ def train(config: DQNConfig | None = None, progress: bool = True):
     cfg = config or DQNConfig()
     device = pick_device(cfg.device)
     seed_everything(cfg.seed)
-    envs = gym.vector.SyncVectorEnv(
-        [lambda: gym.make(cfg.env_id) for _ in range(cfg.n_envs)],
-        autoreset_mode=gym.vector.AutoresetMode.SAME_STEP,
-    )
-    if not isinstance(envs.single_action_space, gym.spaces.Discrete):
-        raise ValueError(
-            f"env_id: expected a Discrete action space, {cfg.env_id} has {envs.single_action_space}"
-        )
-    obs_dim = int(np.prod(envs.single_observation_space.shape))
-    n_actions = int(envs.single_action_space.n)
+    envs, obs_dim, n_actions = discrete_vector_env(cfg.env_id, cfg.n_envs)
     qnet = ValueNetwork(
         obs_dim, n_actions, cfg.head, cfg.hidden, cfg.n_bins, cfg.v_min, cfg.v_max,
         cfg.sigma_ratio, cfg.huber,

@@ -13,7 +13,6 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass
 
-import gymnasium as gym
 import numpy as np
 import pandas as pd
 import torch
@@ -21,6 +20,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from rlnb.device import pick_device, seed_everything
+from rlnb.envs.vector import discrete_vector_env
 from rlnb.estimators import gae
 
 
@@ -109,16 +109,8 @@ def train(
     cfg = config or PPOConfig()
     device = pick_device(cfg.device)
     seed_everything(cfg.seed)
-    envs = gym.vector.SyncVectorEnv(
-        [lambda: gym.make(cfg.env_id) for _ in range(cfg.num_envs)],
-        autoreset_mode=gym.vector.AutoresetMode.SAME_STEP,
-    )
-    if not isinstance(envs.single_action_space, gym.spaces.Discrete):
-        raise ValueError(
-            f"env_id: expected a Discrete action space, {cfg.env_id} has {envs.single_action_space}"
-        )
-    obs_dim = int(np.prod(envs.single_observation_space.shape))
-    agent = ActorCritic(obs_dim, int(envs.single_action_space.n), cfg.hidden).to(device)
+    envs, obs_dim, n_actions = discrete_vector_env(cfg.env_id, cfg.num_envs)
+    agent = ActorCritic(obs_dim, n_actions, cfg.hidden).to(device)
     optimizer = torch.optim.Adam(agent.parameters(), lr=cfg.lr, eps=1e-5)
 
     N, T = cfg.num_envs, cfg.num_steps
