@@ -175,3 +175,25 @@ def test_mdvi_explorer_builds_and_redraws():
     sliders = box.children[1].children
     assert [s.description for s in sliders] == ["KL λ", "entropy κ"]
     sliders[1].value = 0.5  # redraws; must not raise
+
+
+@pytest.mark.parametrize(
+    "x,sigma_ratio,n_bins", [(0.0, 0.75, 21), (1.3, 0.3, 11), (-4.9, 2.0, 51), (7.0, 0.75, 21)]
+)
+def test_target_distributions_on_a_grid(x, sigma_ratio, n_bins):
+    from rlnb.widgets import target_distributions
+
+    table = target_distributions(x, sigma_ratio, n_bins)
+    assert len(table) == n_bins and (table >= 0).all().all()
+    assert abs(table.sum() - 1).max() < 1e-12
+    clipped = min(max(x, table.index[0]), table.index[-1])
+    assert abs((table["two-hot"] * table.index).sum() - clipped) < 1e-9  # two-hot decodes exactly
+
+
+def test_hl_gauss_explorer_builds_and_redraws():
+    from rlnb.widgets import hl_gauss_explorer
+
+    box = hl_gauss_explorer()
+    sliders = box.children[1].children
+    assert [s.description for s in sliders] == ["target", "σ / bin", "bins"]
+    sliders[1].value = 2.0  # redraws; must not raise

@@ -17,6 +17,7 @@ from rlnb.widgets.lambda_return import (
 from rlnb.widgets.planning import mdvi_curves, mdvi_explorer
 from rlnb.widgets.reasoner import passk_explorer, passk_table
 from rlnb.widgets.tour import tour_estimates, tour_explorer
+from rlnb.widgets.value_losses import hl_gauss_explorer, target_distributions
 
 __all__ = [
     "aggregation_explorer",
@@ -34,6 +35,8 @@ __all__ = [
     "mdvi_explorer",
     "passk_explorer",
     "passk_table",
+    "hl_gauss_explorer",
+    "target_distributions",
     "tour_estimates",
     "tour_explorer",
 ]
