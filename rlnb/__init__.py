@@ -10,7 +10,18 @@ __version__ = "0.1.0"
 from rlnb.device import pick_device, seed_everything, set_threads  # noqa: E402
 from rlnb.notebook import record, setup  # noqa: E402
 
-SUBMODULES = ("device", "envs", "notebook", "plotting", "runner", "train", "widgets")
+SUBMODULES = (
+    "decoding",
+    "device",
+    "envs",
+    "estimators",
+    "models",
+    "notebook",
+    "plotting",
+    "runner",
+    "train",
+    "widgets",
+)
 
 __all__ = [
     "__version__",

@@ -1,5 +1,25 @@
-"""Environments with exact answers: tabular MDPs (and, later, bandits and verifiable tasks)."""
+"""Environments with exact answers: tabular MDPs (``tabular``), prompt bandits (``bandits``),
+verifiable tasks for tiny language models (``tasks``), a ride-hailing city (``ride_hailing``) and
+gymnasium helpers (``vector``)."""
 
-from rlnb.envs.tabular import TabularMDP, Transitions, chain, garnet, gridworld, random_walk
+from rlnb.envs.tabular import (
+    TabularMDP,
+    Transitions,
+    chain,
+    cliff_world,
+    garnet,
+    gridworld,
+    random_walk,
+    river_swim,
+)
 
-__all__ = ["TabularMDP", "Transitions", "chain", "garnet", "gridworld", "random_walk"]
+__all__ = [
+    "TabularMDP",
+    "Transitions",
+    "chain",
+    "cliff_world",
+    "garnet",
+    "gridworld",
+    "random_walk",
+    "river_swim",
+]
