@@ -8,6 +8,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from rlnb.decoding.sampling import sample
+
 
 def pass_at_k(n_correct, n, k: int):
     """Unbiased pass@k from ``n`` samples of which ``n_correct`` are correct ("Evaluating Large
@@ -77,8 +79,6 @@ def count_correct(
 ) -> Tensor:
     """Number of correct completions (``task.reward == 1``) among ``n`` samples per prompt, ``[P]``.
     ``temperature=0`` decodes greedily (then every sample is the same)."""
-    from rlnb.decoding.sampling import sample
-
     per_batch = max(1, batch_size // n)
     correct = []
     for start in range(0, len(prompts), per_batch):

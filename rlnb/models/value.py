@@ -77,7 +77,10 @@ class ValueNetwork(nn.Module):
     def value(self, x: Tensor) -> Tensor:
         """Scalar estimates ``[B, n_outputs]``: the output itself, or the mean of the
         distribution over the support."""
-        out = self.logits(x)
+        return self.values_from_logits(self.logits(x))
+
+    def values_from_logits(self, out: Tensor) -> Tensor:
+        """``value`` from already computed ``logits`` (saves a forward pass)."""
         return out.squeeze(-1) if self.head == "scalar" else decode(out, self.support, logits=True)
 
     def target_distribution(self, targets: Tensor) -> Tensor:

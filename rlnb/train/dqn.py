@@ -99,15 +99,14 @@ def dqn_loss(cfg: DQNConfig, qnet, target, batch) -> torch.Tensor:
     obs, action, reward, next_obs, term = batch
     discount = cfg.gamma * (1.0 - term.float())
     with torch.no_grad():
-        next_q = target.value(next_obs)
-        chooser = qnet.value(next_obs) if cfg.double else next_q
-        best = chooser.argmax(-1)
+        next_logits = target.logits(next_obs)  # one forward pass of the target network
+        next_q = target.values_from_logits(next_logits)
+        best = (qnet.value(next_obs) if cfg.double else next_q).argmax(-1)
         if cfg.head == "c51":
-            next_logits = target.logits(next_obs)[torch.arange(len(best)), best]
-            target_probs = categorical_projection(
-                torch.softmax(next_logits, -1), reward, discount, qnet.support
-            )
-        y = reward + discount * next_q.gather(1, best[:, None]).squeeze(1)
+            best_probs = torch.softmax(next_logits[torch.arange(len(best)), best], -1)
+            target_probs = categorical_projection(best_probs, reward, discount, qnet.support)
+        else:
+            y = reward + discount * next_q.gather(1, best[:, None]).squeeze(1)
     if cfg.head == "c51":
         logits = qnet.logits(obs)[torch.arange(len(action)), action]
         return categorical_loss(logits, target_probs)
