@@ -8,8 +8,11 @@ vector steps fit the online network to ``Y = r + γ (1 − terminated) Q_target(
 "Deep Reinforcement Learning with Double Q-learning").
 
 Losses (``loss`` with a ``scalar`` head): ``td`` = Huber (or MSE) of ``δ = Q(s, a) − Y``;
-``dqnreg`` = ``δ² + 0.1 · Q(s, a)`` ("Evolving Reinforcement Learning Algorithms", the learned
-DQNReg: the extra term pushes Q-values down and curbs overestimation). With a ``two_hot`` or
+the two losses found by search in "Evolving Reinforcement Learning Algorithms": ``dqnreg`` =
+``δ² + 0.1 · Q(s, a)`` (the extra term pushes Q-values down and curbs overestimation) and
+``dqnclipped`` = ``max(Q, δ² + Y) + max(Q − Y, γ_t · Q_target(s', a*)²)`` with
+``γ_t = γ (1 − terminated)`` (the paper writes γ; we drop the second term's bootstrap after a
+terminal step, as ``Y`` does). With a ``two_hot`` or
 ``hl_gauss`` head the network is fit by cross-entropy to the encoded ``Y``; with ``c51`` to C51's
 projected target distribution ("A Distributional Perspective on Reinforcement Learning").
 
@@ -36,7 +39,7 @@ from rlnb.estimators.distributional import categorical_projection
 from rlnb.estimators.returns import discounted_returns
 from rlnb.models.value import ValueNetwork, categorical_loss
 
-LOSSES = ("td", "dqnreg")
+LOSSES = ("td", "dqnreg", "dqnclipped")
 
 
 @dataclass
@@ -56,24 +59,28 @@ class DQNConfig:
     eps_end: float = 0.05
     eps_fraction: float = 0.3  # share of total_steps over which ε decays linearly
     double: bool = False
-    loss: str = "td"  # "td" | "dqnreg" (scalar head)
+    loss: str = "td"  # "td" | "dqnreg" | "dqnclipped" (scalar head)
     huber: bool = True  # for "td": Huber, else MSE
     head: str = "scalar"  # "scalar" | "two_hot" | "hl_gauss" | "c51"
     n_bins: int = 51
     v_min: float = 0.0
     v_max: float = 100.0
     sigma_ratio: float = 0.75
+    reward_noise: float = 0.0  # std of Gaussian noise added to the rewards the agent learns from
     hidden: tuple = (128, 128)
     eval_every: int = 2_000  # environment steps between evaluations
     eval_episodes: int = 5
+    stop_return: float | None = None  # stop at the first evaluation whose mean return reaches it
     seed: int = 0
     device: str = "auto"
 
     def __post_init__(self):
         if self.loss not in LOSSES:
             raise ValueError(f"loss: expected one of {LOSSES}, got {self.loss!r}")
-        if self.loss == "dqnreg" and self.head != "scalar":
-            raise ValueError(f"loss: 'dqnreg' needs the scalar head, got head={self.head!r}")
+        if self.loss != "td" and self.head != "scalar":
+            raise ValueError(f"loss: {self.loss!r} needs the scalar head, got head={self.head!r}")
+        if self.reward_noise < 0:
+            raise ValueError(f"reward_noise: expected ≥ 0, got {self.reward_noise}")
         if not 0.0 < self.tau <= 1.0 or not 0.0 <= self.gamma <= 1.0:
             raise ValueError(
                 f"tau, gamma: expected (0, 1] and [0, 1], got {self.tau}, {self.gamma}"
@@ -106,7 +113,8 @@ def dqn_loss(cfg: DQNConfig, qnet, target, batch) -> torch.Tensor:
             best_probs = torch.softmax(next_logits[torch.arange(len(best)), best], -1)
             target_probs = categorical_projection(best_probs, reward, discount, qnet.support)
         else:
-            y = reward + discount * next_q.gather(1, best[:, None]).squeeze(1)
+            next_v = next_q.gather(1, best[:, None]).squeeze(1)
+            y = reward + discount * next_v
     if cfg.head == "c51":
         logits = qnet.logits(obs)[torch.arange(len(action)), action]
         return categorical_loss(logits, target_probs)
@@ -115,6 +123,10 @@ def dqn_loss(cfg: DQNConfig, qnet, target, batch) -> torch.Tensor:
     q = qnet.value(obs).gather(1, action[:, None]).squeeze(1)
     if cfg.loss == "dqnreg":
         return ((q - y) ** 2 + 0.1 * q).mean()
+    if cfg.loss == "dqnclipped":
+        return (
+            torch.maximum(q, (q - y) ** 2 + y) + torch.maximum(q - y, discount * next_v**2)
+        ).mean()
     fn = torch.nn.functional.smooth_l1_loss if cfg.huber else torch.nn.functional.mse_loss
     return fn(q, y)
 
@@ -151,7 +163,9 @@ def evaluate(cfg: DQNConfig, qnet, device, episodes: int, seed: int) -> dict:
 def train(config: DQNConfig | None = None, progress: bool = True):
     """Train DQN; return ``(qnet, history)`` with one row per evaluation: ``step``, ``epsilon``,
     ``train_return`` (mean of the episodes that ended since the last row), ``loss``,
-    ``eval_return``, ``q_estimate``, ``mc_return``, ``sps``. Row 0 is the untrained network."""
+    ``eval_return``, ``q_estimate``, ``mc_return``, ``updates`` (gradient steps so far), ``sps`` (environment steps per second so far)
+    and ``wall`` (seconds since the start, evaluations included). Row 0 is the untrained network;
+    with ``stop_return`` the last row is the first evaluation that reached it."""
     cfg = config or DQNConfig()
     device = pick_device(cfg.device)
     seed_everything(cfg.seed)
@@ -175,7 +189,7 @@ def train(config: DQNConfig | None = None, progress: bool = True):
     obs_np, _ = envs.reset(seed=cfg.seed)
     running, finished, losses = np.zeros(cfg.n_envs), [], []
     history = [{"step": 0, "epsilon": cfg.eps_start, "train_return": np.nan, "loss": np.nan,
-                **evaluate(cfg, qnet, device, cfg.eval_episodes, 10_000), "sps": np.nan}]  # fmt: skip
+                **evaluate(cfg, qnet, device, cfg.eval_episodes, 10_000), "updates": 0, "sps": np.nan, "wall": 0.0}]  # fmt: skip
     step, updates, next_eval, start = 0, 0, cfg.eval_every, time.perf_counter()
     bar = tqdm(total=cfg.total_steps, desc=f"DQN {cfg.env_id} {cfg.head}", disable=not progress)
     while step < cfg.total_steps:
@@ -194,7 +208,12 @@ def train(config: DQNConfig | None = None, progress: bool = True):
         buf_obs[idx] = obs
         buf_next[idx] = torch.as_tensor(real_next, dtype=torch.float32, device=device)
         buf_act[idx] = torch.as_tensor(action, device=device)
-        buf_rew[idx] = torch.as_tensor(reward, dtype=torch.float32, device=device)
+        noisy = (
+            reward + cfg.reward_noise * rng.standard_normal(cfg.n_envs)
+            if cfg.reward_noise
+            else reward
+        )
+        buf_rew[idx] = torch.as_tensor(noisy, dtype=torch.float32, device=device)
         buf_term[idx] = torch.as_tensor(term, device=device)
         full = full or ptr + cfg.n_envs >= size
         ptr = (ptr + cfg.n_envs) % size
@@ -237,11 +256,15 @@ def train(config: DQNConfig | None = None, progress: bool = True):
                 "train_return": float(np.mean(finished)) if finished else np.nan,
                 "loss": torch.stack(losses).mean().item() if losses else np.nan,
                 **evaluate(cfg, qnet, device, cfg.eval_episodes, 10_000 + step),
+                "updates": updates,
                 "sps": step / (time.perf_counter() - start),
+                "wall": time.perf_counter() - start,
             }
             history.append(row)
             bar.set_postfix(eval_return=f"{row['eval_return']:.0f}")
             finished, losses = [], []
+            if cfg.stop_return is not None and row["eval_return"] >= cfg.stop_return:
+                break
     bar.close()
     envs.close()
     return qnet, pd.DataFrame(history)
