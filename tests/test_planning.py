@@ -6,8 +6,10 @@ import math
 import pytest
 import torch
 
-from rlnb.envs.tabular import TabularMDP, cliff_world, garnet, river_swim
+from rlnb.envs.tabular import TabularMDP, chain, cliff_world, garnet, river_swim
 from rlnb.train.planning import (
+    OfflineData,
+    conservative_value_iteration,
     expected_rewards,
     greedy,
     mdvi,
@@ -150,6 +152,45 @@ def test_optimism_finds_the_far_bank(seed):
     assert greedy_ac.value.iloc[-1] < 0.1 * best
 
 
+def exact_data(mdp, n=100.0):
+    """An "infinite" dataset: counts proportional to P, reward sums to n · E[R]."""
+    counts = n * mdp.P * (~mdp.terminal)[:, None, None]
+    return OfflineData(counts, n * expected_rewards(mdp) * (~mdp.terminal)[:, None])
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_conservative_operator_evaluates_the_prior(seed):
+    """B-Coder's operator with exact data is policy evaluation of the prior: Q = Q^μ, and its
+    greedy policy is one step of policy improvement (at least as good as μ everywhere)."""
+    mdp = garnet(8, 3, 3, seed=seed)
+    prior = torch.randint(3, (8,), generator=torch.Generator().manual_seed(seed))
+    Q, policy = conservative_value_iteration(exact_data(mdp), mdp.gamma, prior, mdp.terminal)
+    evaluation = mdp.evaluate(torch.nn.functional.one_hot(prior, 3).double())
+    torch.testing.assert_close(Q, evaluation.Q, atol=1e-8, rtol=0)
+    assert (mdp.evaluate(policy).V >= evaluation.V - 1e-9).all()
+
+
+def test_conservative_operator_overestimates_less_than_the_max_on_small_noisy_data():
+    """The claim of notebook 05 §3, on 30 datasets: the max operator's predicted values exceed
+    what its greedy policy obtains by far more than the conservative operator's do."""
+    mdp = chain(8, slip=0.2, gamma=0.9)
+    optimal = mdp.value_iteration()[1].argmax(-1)
+    live = ~mdp.terminal
+    over_max, over_con = [], []
+    for i in range(30):
+        g = torch.Generator().manual_seed(100 + i)
+        prior = torch.where(torch.rand(8, generator=g) < 0.3, 1 - optimal, optimal)
+        data = offline_dataset(mdp, 20, 0.3, behavior=prior, reward_noise=0.5, seed=100 + i)
+        for out, (q, pi) in (
+            (over_max, offline_value_iteration(data, mdp.gamma, terminal=mdp.terminal)),
+            (over_con, conservative_value_iteration(data, mdp.gamma, prior, mdp.terminal)),
+        ):
+            out.append((q.max(-1).values - mdp.evaluate(pi).V)[live].mean().item())
+    over_max, over_con = torch.tensor(over_max), torch.tensor(over_con)
+    assert over_max.mean() > 0.5 and over_con.mean() < 0.3
+    assert (over_con < over_max).float().mean() >= 0.9
+
+
 def test_planners_reject_bad_input():
     mdp = garnet(5, 2, 2)
     with pytest.raises(ValueError, match="kl, entropy"):
@@ -164,3 +205,5 @@ def test_planners_reject_bad_input():
         optimistic_actor_critic(mdp, 3, 3, bonus=-1.0)
     with pytest.raises(ValueError, match="n_states"):
         river_swim(2)
+    with pytest.raises(ValueError, match="prior_actions"):
+        conservative_value_iteration(offline_dataset(mdp, 3, 0.5), 0.9, torch.zeros(3).long())

@@ -195,6 +195,16 @@ def offline_dataset(
     return OfflineData(counts, reward_sum)
 
 
+def empirical_model(data: OfflineData, terminal: Tensor | None = None):
+    """``(P̂, r̂, live)`` of ``data``: unseen pairs have ``P̂ = 0`` (no future) and ``r̂ = 0``;
+    ``live[s] = 0`` on ``terminal`` states (all ones when ``terminal`` is None)."""
+    n = data.n.clamp(min=1)
+    live = torch.ones(n.shape[0], dtype=torch.float64)
+    if terminal is not None:
+        live = (~terminal).to(torch.float64)
+    return data.counts / n[..., None], data.reward_sum / n, live
+
+
 def offline_value_iteration(
     data: OfflineData,
     gamma: float,
@@ -215,11 +225,7 @@ def offline_value_iteration(
         raise ValueError(f"penalty: expected ≥ 0, got {penalty}")
     n = data.n
     seen = n > 0
-    P_hat = data.counts / n.clamp(min=1)[..., None]
-    r_hat = data.reward_sum / n.clamp(min=1)
-    live = torch.ones(n.shape[0], dtype=torch.float64)
-    if terminal is not None:
-        live = (~terminal).to(torch.float64)
+    P_hat, r_hat, live = empirical_model(data, terminal)
     bonus = penalty / n.clamp(min=1).sqrt()
     V = torch.zeros(n.shape[0], dtype=torch.float64)
     for _ in range(iters):
@@ -227,6 +233,34 @@ def offline_value_iteration(
         if penalty > 0:
             Q = torch.where(seen, Q.clamp(min=-v_max), torch.full_like(Q, -v_max))
         V = Q.max(-1).values * live
+    return Q, greedy(Q)
+
+
+def conservative_value_iteration(
+    data: OfflineData,
+    gamma: float,
+    prior_actions: Tensor,
+    terminal: Tensor | None = None,
+    iters: int = 2000,
+) -> tuple[Tensor, Tensor]:
+    """B-Coder's conservative Bellman operator in the empirical MDP; returns ``(Q, greedy policy)``.
+
+    ``Q(s, a) = r̂(s, a) + γ Σ_s' P̂(s'|s, a) Q(s', μ(s'))`` with ``μ(s') = prior_actions[s']``,
+    the action a fixed pre-trained policy prefers ("B-Coder: Value-Based Deep Reinforcement
+    Learning for Program Synthesis" takes the pre-trained LM's greedy token), instead of
+    ``max_a' Q(s', a')``. Its fixed point is ``Q^μ`` — no maximisation over noisy estimates, so
+    no maximisation bias — and acting greedily on it is one step of policy improvement over μ.
+    """
+    n_states = data.n.shape[0]
+    if prior_actions.shape != (n_states,):
+        raise ValueError(
+            f"prior_actions: expected shape [{n_states}], got {tuple(prior_actions.shape)}"
+        )
+    P_hat, r_hat, live = empirical_model(data, terminal)
+    V = torch.zeros(n_states, dtype=torch.float64)
+    for _ in range(iters):
+        Q = r_hat + gamma * P_hat @ V
+        V = Q[torch.arange(n_states), prior_actions] * live
     return Q, greedy(Q)
 
 
