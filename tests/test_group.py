@@ -155,7 +155,10 @@ def test_knapsack_value():
     # a hard prompt gains more from a larger budget than an easy-medium one (the paper's point)
     gain = lambda q: (G.knapsack_value(q, 32) - G.knapsack_value(q, 8)).item()  # noqa: E731
     assert gain(0.02) > gain(0.5)
-    torch.testing.assert_close(G.knapsack_value(0.5, 2), torch.tensor(0.125, dtype=torch.float64))
+    torch.testing.assert_close(G.knapsack_value(0.5, 2), torch.tensor(0.0625, dtype=torch.float64))
+    # InfoGain p(1 − p)² peaks at p = 1/3 once a gradient is certain (n large)
+    grid = torch.linspace(0, 1, 301, dtype=torch.float64)
+    assert abs(grid[G.knapsack_value(grid, 10_000).argmax()].item() - 1 / 3) < 0.01
     with pytest.raises(ValueError, match="p:"):
         G.knapsack_value(1.5, 4)
     with pytest.raises(ValueError, match="n:"):

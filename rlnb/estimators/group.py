@@ -293,15 +293,15 @@ def passk_advantages(
 def knapsack_value(p: Tensor | float, n: Tensor | int) -> Tensor:
     """Knapsack RL ("Knapsack RL: Unlocking Exploration of LLMs via Optimizing Budget
     Allocation"): the value of spending ``n`` rollouts on a prompt with success rate ``p``,
-    ``P(non-zero gradient) × InfoGain = (1 − p^n − (1 − p)^n) · p (1 − p)``.
+    ``P(non-zero gradient) × InfoGain = (1 − p^n − (1 − p)^n) · p (1 − p)²``.
 
-    The first factor is the paper's: a GRPO group of ``n`` binary rewards only carries a gradient if
-    it holds both a success and a failure. For the second, the expected gain of one update, rlnb uses
-    the Bernoulli variance ``p (1 − p)`` (the size of the score-function signal); it is zero for
-    prompts that are always or never solved. Broadcasts over ``p`` and ``n``.
+    The first factor: a GRPO group of ``n`` binary rewards only carries a gradient if it holds both
+    a success and a failure. The second is the paper's approximation of the expected increase in
+    success rate from one update, ``InfoGain(p) ≈ p (1 − p)²``: zero for prompts that are always or
+    never solved, largest at ``p = 1/3``. Broadcasts over ``p`` and ``n``.
 
     >>> knapsack_value(torch.tensor([0.0, 0.5, 0.9]), 8)
-    tensor([0.0000, 0.2480, 0.0513])
+    tensor([0.0000, 0.1240, 0.0051])
     """
     p = torch.as_tensor(p, dtype=torch.float64 if not isinstance(p, Tensor) else None)
     p = p if p.is_floating_point() else p.double()
@@ -311,7 +311,7 @@ def knapsack_value(p: Tensor | float, n: Tensor | int) -> Tensor:
     if n.is_floating_point() or (n < 1).any():
         raise ValueError("n: expected positive integer rollout counts")
     n = n.to(p.dtype)
-    return (1 - p**n - (1 - p) ** n) * p * (1 - p)
+    return (1 - p**n - (1 - p) ** n) * p * (1 - p) ** 2
 
 
 def broadcast_to_tokens(advantages: Tensor, mask: Tensor) -> Tensor:
