@@ -101,3 +101,23 @@ def test_errors():
         train(make_prompt_bandit(n_prompts=2), steps=1, optimizer="rmsprop", progress=False)
     with pytest.raises(ValueError, match="group_size"):
         make_prompt_bandit(n_prompts=2).sample(0)
+
+
+@pytest.mark.parametrize(
+    "kw, lr",
+    [
+        (dict(concentration=0.02, difficulty=(1.0, 19.0)), 0.1),
+        (
+            dict(concentration=0.05, difficulty=(1.0, 9.0), outlier_prob=0.05, outlier_reward=3.0),
+            0.05,
+        ),
+    ],
+)
+def test_qae_keeps_entropy_from_overshooting_where_the_mean_baseline_does_not(kw, lr):
+    """Notebook 09 §4b: on hard prompts with confident wrong answers (and under reward outliers)
+    the mean baseline's negative advantages push entropy above its start; QAE's stays lower."""
+    peak = {}
+    for name in ("dr_grpo", "qae"):
+        h = train(make_prompt_bandit(seed=3, **kw), name, steps=100, lr=lr, seed=3, progress=False)
+        peak[name] = (h.entropy.max() / h.entropy.iloc[0]).item()
+    assert peak["dr_grpo"] > 1.01 and peak["qae"] < peak["dr_grpo"] - 0.01, peak
