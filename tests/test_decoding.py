@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from rlnb.decoding import best_of_n, majority_vote, pass_at_k, sample, sequence_logprobs
+from rlnb.decoding.sampling import position_ids_from_mask
 from rlnb.envs.tasks import Addition
 from rlnb.models.lm import char_tokenizer, tiny_causal_lm
 
@@ -45,6 +46,30 @@ def test_sampled_logprobs_match_one_forward_pass(lm, top_p):
     P = out.prompt_ids.shape[1]
     assert torch.allclose(full[:, P:], out.logprobs, atol=1e-5)
     assert (full[:, :P] == 0).all()
+
+
+def test_entropy_of_the_next_token_distribution(lm):
+    model, tok = lm
+    out = sample(model, tok, PROMPTS, n=2, max_new_tokens=6, temperature=0.8, seed=1)
+    resp = out.full_response_mask
+    logp, entropy = sequence_logprobs(
+        model, out.input_ids, out.attention_mask, resp, 0.8, with_entropy=True
+    )
+    torch.testing.assert_close(
+        logp, sequence_logprobs(model, out.input_ids, out.attention_mask, resp, 0.8)
+    )
+    logits = (
+        model(
+            input_ids=out.input_ids,
+            attention_mask=out.attention_mask,
+            position_ids=position_ids_from_mask(out.attention_mask),
+        ).logits
+        / 0.8
+    )
+    probs = torch.softmax(logits[:, :-1], -1)  # predicts token t + 1
+    expected = -(probs * probs.log()).sum(-1) * resp[:, 1:]
+    torch.testing.assert_close(entropy[:, 1:], expected, atol=1e-5, rtol=1e-5)
+    assert (entropy[resp == 0] == 0).all() and (entropy[resp == 1] > 0).all()
 
 
 def test_rows_stop_at_eos_and_are_grouped_by_prompt(lm):

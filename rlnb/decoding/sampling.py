@@ -165,12 +165,18 @@ def sample(
 
 
 def sequence_logprobs(
-    model, input_ids: Tensor, attention_mask: Tensor, response_mask: Tensor, temperature=1.0
-) -> Tensor:
+    model,
+    input_ids: Tensor,
+    attention_mask: Tensor,
+    response_mask: Tensor,
+    temperature=1.0,
+    with_entropy: bool = False,
+):
     """Per-token ``log π(x_t | x_<t)`` under ``softmax(logits / temperature)``, in one forward pass.
 
     All ``[B, L]``; the result is aligned with ``input_ids`` and 0 where ``response_mask`` is 0
-    (and at position 0, which has no prefix). Differentiable.
+    (and at position 0, which has no prefix). Differentiable. ``with_entropy=True`` returns
+    ``(logp, entropy)``, the entropy of π(· | x_<t) at the same positions.
     """
     if input_ids.shape != attention_mask.shape or input_ids.shape != response_mask.shape:
         raise ValueError(
@@ -192,4 +198,10 @@ def sequence_logprobs(
     targets = input_ids[:, 1:, None]
     logp = logits.gather(-1, targets).squeeze(-1) - logits.logsumexp(-1)
     logp = torch.cat([torch.zeros_like(logp[:, :1]), logp], dim=1)
-    return logp * response_mask.to(logp.dtype)
+    mask = response_mask.to(logp.dtype)
+    if not with_entropy:
+        return logp * mask
+    log_probs = logits.log_softmax(-1)
+    entropy = -(log_probs.exp() * log_probs).sum(-1)
+    entropy = torch.cat([torch.zeros_like(entropy[:, :1]), entropy], dim=1)
+    return logp * mask, entropy * mask

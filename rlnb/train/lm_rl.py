@@ -1,0 +1,300 @@
+"""RL for a causal LM on a verifiable task: one trainer, where only the advantage estimator changes.
+
+Each step draws ``prompts_per_step`` train prompts, samples ``group_size`` completions for each
+(``rlnb.decoding.sample``, KV cache), scores them with the task's verifier and computes advantages:
+
+- value-free (``grpo``, ``dr_grpo``, ``rloo``, ``reinforce_pp``, ``lite_ppo``, ``qae``, ``pvpo``):
+  one number per completion from ``rlnb.estimators.group`` (via the same table the prompt bandit
+  uses), spread over its tokens. ``pvpo``'s reference value of a prompt is the mean reward of
+  ``reference_rollouts`` samples from the frozen initial policy ("PVPO: Pre-Estimated Value-Based
+  Policy Optimization for Agentic Reasoning"), refreshed every ``reference_every`` steps;
+- ``ppo``: a critic of our own, ``ValueModel`` — a copy of the policy's transformer trunk with a
+  scalar head (a copy rather than a shared trunk, so the value loss cannot disturb the policy's
+  features, and rather than a separate small model because the copy starts from features that
+  already read the task). Token-level GAE (``rlnb.estimators.gae``, γ = 1, λ = ``lam``; the reward
+  arrives on the last token and nothing bootstraps past it) and a clipped value loss.
+
+The policy (and critic) then take ``epochs`` passes of ``minibatches`` Adam steps on
+``rlnb.estimators.policy_loss`` (clipped surrogate, aggregation ``agg``) plus ``kl_coef`` times
+``kl_penalty`` against ``ref_model`` when one is given. On CUDA the forward passes run under bf16
+autocast.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import pandas as pd
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from rlnb.decoding.sampling import Samples, position_ids_from_mask, sample, sequence_logprobs
+from rlnb.envs.bandits import ESTIMATORS, estimator_fn
+from rlnb.estimators.advantages import gae
+from rlnb.estimators.losses import AGG_MODES, KL_KINDS, aggregate, kl_penalty, policy_loss
+
+ALGORITHMS = (*ESTIMATORS, "ppo")
+
+
+@dataclass
+class RLConfig:
+    algorithm: str = "grpo"  # one of ALGORITHMS
+    steps: int = 50  # sampling rounds
+    group_size: int = 8  # completions per prompt
+    prompts_per_step: int = 16
+    lr: float = 1e-4  # Adam, policy (and critic)
+    clip_low: float = 0.2
+    clip_high: float | None = None  # None: = clip_low
+    epochs: int = 1  # passes over each round's samples
+    minibatches: int = 1  # Adam steps per pass
+    kl_kind: str = "k3"
+    kl_coef: float = 0.0  # needs ref_model when > 0
+    agg: str = "token-mean"
+    temperature: float = 1.0
+    max_new_tokens: int | None = None  # None: the task's
+    qae_k: float = 0.4
+    lam: float = 1.0  # GAE λ (ppo)
+    value_clip: float = 0.2  # clipped value loss (ppo)
+    reference_rollouts: int = 8  # pvpo: samples per prompt for the reference value
+    reference_every: int = 0  # pvpo: refresh the reference every this many steps (0: never)
+    eval_every: int = 10  # greedy pass@1 on held-out prompts every this many steps
+    eval_prompts: int = 128
+    seed: int = 0
+    progress: bool = True
+
+    def __post_init__(self):
+        if self.algorithm not in ALGORITHMS:
+            raise ValueError(f"algorithm: expected one of {ALGORITHMS}, got {self.algorithm!r}")
+        if self.kl_kind not in KL_KINDS:
+            raise ValueError(f"kl_kind: expected one of {KL_KINDS}, got {self.kl_kind!r}")
+        if self.agg not in AGG_MODES:
+            raise ValueError(f"agg: expected one of {AGG_MODES}, got {self.agg!r}")
+        for name in ("steps", "group_size", "prompts_per_step", "epochs", "minibatches"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ValueError(f"{name}: expected a positive int, got {getattr(self, name)!r}")
+        if self.minibatches > self.group_size * self.prompts_per_step:
+            raise ValueError("minibatches: expected at most group_size × prompts_per_step")
+        if not self.temperature > 0 or self.kl_coef < 0 or not self.lr > 0:
+            raise ValueError("temperature, kl_coef, lr: expected > 0, ≥ 0 and > 0")
+
+
+class ValueModel(nn.Module):
+    """``V(x_<t)`` for every position: a copy of ``policy``'s trunk (``policy.base_model``) and a
+    linear head on its last hidden state. ``forward`` returns ``[B, L]`` aligned like
+    ``sequence_logprobs``: entry ``t`` is the value of the prefix before token ``t`` (0 at t = 0)."""
+
+    def __init__(self, policy):
+        super().__init__()
+        self.trunk = copy.deepcopy(policy.base_model)
+        self.head = nn.Linear(policy.config.hidden_size, 1)
+        nn.init.zeros_(self.head.weight)
+        nn.init.zeros_(self.head.bias)
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+        hidden = self.trunk(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids_from_mask(attention_mask),
+        ).last_hidden_state
+        v = self.head(hidden.float()).squeeze(-1)[:, :-1]
+        return torch.cat([torch.zeros_like(v[:, :1]), v], dim=1)
+
+
+def last_token(response_mask: Tensor) -> Tensor:
+    """``[B, T]`` bool: True at each row's last response token."""
+    last = response_mask.long().cumsum(1).argmax(1)  # the first index where the count peaks
+    return torch.zeros(response_mask.shape, dtype=torch.bool, device=response_mask.device).scatter(
+        1, last[:, None], True
+    )
+
+
+def token_gae(scores: Tensor, values: Tensor, response_mask: Tensor, lam: float):
+    """Token-level GAE over ``[B, T]`` positions with γ = 1: the score is the reward of the last
+    response token, which is terminal (no bootstrap past the end). Returns ``(advantages,
+    returns)``, 0 off the mask."""
+    mask = response_mask.to(values.dtype)
+    terminated = last_token(response_mask)
+    rewards = terminated.to(values.dtype) * scores.to(values.dtype)[:, None]
+    next_values = torch.cat([values[:, 1:], torch.zeros_like(values[:, :1])], 1) * mask
+    out = gae(
+        rewards, values * mask, next_values, terminated, torch.zeros_like(terminated), 1.0, lam
+    )
+    return out.advantages * mask, out.returns * mask
+
+
+def _rollout(model, tokenizer, prompts, cfg: RLConfig, n: int, temperature: float, seed: int):
+    with torch.no_grad():
+        return sample(
+            model,
+            tokenizer,
+            prompts,
+            n=n,
+            max_new_tokens=cfg.max_new_tokens,
+            temperature=temperature,
+            seed=seed,
+        )
+
+
+def greedy_pass_at_1(model, tokenizer, task, prompts: Sequence[str], max_new_tokens: int) -> float:
+    """Fraction of ``prompts`` answered correctly by greedy decoding."""
+    with torch.no_grad():
+        out = sample(
+            model, tokenizer, list(prompts), n=1, max_new_tokens=max_new_tokens, temperature=0.0
+        )
+    return float(sum(task.rewards(out.prompts, out.text)) / len(prompts))
+
+
+def train(
+    model,
+    tokenizer,
+    task,
+    config: RLConfig | None = None,
+    ref_model=None,
+    callbacks: Sequence[Callable] = (),
+) -> tuple[pd.DataFrame, ValueModel | None]:
+    """Train ``model`` in place; return ``(history, critic)`` (``critic`` is None unless ``ppo``).
+
+    History, one row per step: ``step``, ``reward`` (mean sampled reward), ``pass1`` (greedy pass@1
+    on ``eval_prompts`` test prompts, every ``eval_every`` steps and at step 0, NaN in between),
+    ``entropy`` (mean per-token entropy of the sampled completions), ``kl`` (k3 estimate to
+    ``ref_model``, NaN without one), ``clip_frac``, ``grad_norm``, ``loss``, ``samples_per_s``.
+    Each callback is called as ``callback(step, model, row)``; raising ``StopIteration`` ends
+    training after that step.
+    """
+    cfg = dataclasses.replace(config) if config is not None else RLConfig()
+    if cfg.max_new_tokens is None:
+        cfg.max_new_tokens = task.max_new_tokens
+    if cfg.kl_coef > 0 and ref_model is None:
+        raise ValueError("ref_model: needed when kl_coef > 0")
+    device = next(model.parameters()).device
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
+    torch.manual_seed(cfg.seed)
+    critic = ValueModel(model).to(device) if cfg.algorithm == "ppo" else None
+    params = list(model.parameters()) + (list(critic.parameters()) if critic else [])
+    optimizer = torch.optim.Adam(params, lr=cfg.lr)
+    estimator = None if cfg.algorithm == "ppo" else estimator_fn(cfg.algorithm, cfg.qae_k)
+    frozen = copy.deepcopy(model).requires_grad_(False) if cfg.algorithm == "pvpo" else None
+    reference: dict[str, float] = {}
+    eval_set = task.prompts(min(cfg.eval_prompts, len(task.split("test"))), "test", seed=cfg.seed)
+
+    def pvpo_reference(prompts: list[str], step: int) -> Tensor:
+        missing = [p for p in prompts if p not in reference]
+        if missing:
+            out = _rollout(
+                frozen,
+                tokenizer,
+                missing,
+                cfg,
+                cfg.reference_rollouts,
+                cfg.temperature,
+                cfg.seed + 7919 * step,
+            )
+            r = torch.tensor(task.rewards(out.prompts, out.text)).view(len(missing), -1).mean(1)
+            reference.update(zip(missing, r.tolist()))
+        return torch.tensor([reference[p] for p in prompts], device=device)
+
+    history = []
+    bar = tqdm(range(cfg.steps + 1), desc=f"RL {cfg.algorithm}", disable=not cfg.progress)
+    for step in bar:
+        row = {"step": step, "pass1": float("nan")}
+        if step % cfg.eval_every == 0 or step == cfg.steps:
+            row["pass1"] = greedy_pass_at_1(model, tokenizer, task, eval_set, cfg.max_new_tokens)
+        if step == cfg.steps:  # the last row only evaluates
+            history.append(row)
+            break
+        start = time.perf_counter()
+        prompts = task.prompts(cfg.prompts_per_step, "train", seed=cfg.seed * 100_003 + step)
+        s: Samples = _rollout(
+            model,
+            tokenizer,
+            prompts,
+            cfg,
+            cfg.group_size,
+            cfg.temperature,
+            cfg.seed * 100_003 + step,
+        )
+        scores = torch.tensor(task.rewards(s.prompts, s.text), device=device)
+        ids, attn, resp = s.input_ids, s.attention_mask, s.full_response_mask
+        with torch.no_grad(), autocast:
+            old_logp = sequence_logprobs(model, ids, attn, resp, cfg.temperature)
+            ref_logp = (
+                sequence_logprobs(ref_model, ids, attn, resp, cfg.temperature)
+                if ref_model is not None
+                else None
+            )
+            if critic is not None:
+                old_values = critic(ids, attn) * resp
+        if critic is not None:
+            adv, returns = token_gae(scores, old_values.float(), resp, cfg.lam)
+        else:
+            if cfg.algorithm == "pvpo" and cfg.reference_every and step % cfg.reference_every == 0:
+                reference.clear()
+            ref = (
+                pvpo_reference(prompts, step).repeat_interleave(cfg.group_size)
+                if frozen is not None
+                else None
+            )
+            adv = estimator(scores.float(), cfg.group_size, ref)[:, None] * resp
+
+        stats = {"loss": [], "clip_frac": [], "grad_norm": [], "entropy": [], "kl": []}
+        g = torch.Generator().manual_seed(cfg.seed * 100_003 + step)
+        for _ in range(cfg.epochs):
+            for idx in torch.randperm(len(scores), generator=g).chunk(cfg.minibatches):
+                idx = idx.to(device)
+                with autocast:
+                    logp, entropy = sequence_logprobs(
+                        model, ids[idx], attn[idx], resp[idx], cfg.temperature, with_entropy=True
+                    )
+                    pl = policy_loss(
+                        logp,
+                        old_logp[idx],
+                        adv[idx],
+                        resp[idx],
+                        cfg.clip_low,
+                        cfg.clip_high,
+                        agg=cfg.agg,
+                    )
+                    loss = pl.loss
+                    if ref_logp is not None:
+                        kl = kl_penalty(logp, ref_logp[idx], cfg.kl_kind)
+                        stats["kl"].append(
+                            aggregate(kl_penalty(logp, ref_logp[idx], "k3").detach(), resp[idx])
+                        )
+                        loss = loss + cfg.kl_coef * aggregate(kl, resp[idx], cfg.agg)
+                    if critic is not None:
+                        v = critic(ids[idx], attn[idx])
+                        v_clip = old_values[idx] + (v - old_values[idx]).clamp(
+                            -cfg.value_clip, cfg.value_clip
+                        )
+                        v_loss = 0.5 * torch.maximum(
+                            (v - returns[idx]) ** 2, (v_clip - returns[idx]) ** 2
+                        )
+                        loss = loss + aggregate(v_loss, resp[idx])
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                stats["grad_norm"].append(torch.nn.utils.clip_grad_norm_(params, 1.0))
+                optimizer.step()
+                stats["loss"].append(loss.detach())
+                stats["clip_frac"].append(pl.clip_frac)
+                stats["entropy"].append(aggregate(entropy.detach(), resp[idx]))
+        row.update(
+            reward=scores.float().mean().item(),
+            **{
+                k: torch.stack(v).float().mean().item() if v else float("nan")
+                for k, v in stats.items()
+            },
+            samples_per_s=len(scores) / (time.perf_counter() - start),
+        )
+        history.append(row)
+        bar.set_postfix(reward=f"{row['reward']:.2f}")
+        try:
+            for callback in callbacks:
+                callback(step, model, row)
+        except StopIteration:
+            break
+    return pd.DataFrame(history), critic
