@@ -96,7 +96,11 @@ def fitted_q_iteration(
                 p_next = torch.softmax(next_logits[torch.arange(n_samples), best], -1)
                 y = categorical_projection(p_next, r, discount, net.support)
             else:
-                y = r + discount * target.values_from_logits(next_logits)[torch.arange(n_samples), best]
+                y = (
+                    r
+                    + discount
+                    * target.values_from_logits(next_logits)[torch.arange(n_samples), best]
+                )
         for _ in range(steps):
             i = torch.randint(n_samples, (batch_size,), generator=g)
             if head == "c51":
