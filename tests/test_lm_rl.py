@@ -103,3 +103,32 @@ def test_bad_config():
         RLConfig(group_size=0)
     with pytest.raises(ValueError, match="ref_model"):
         train(None, None, Addition(2), RLConfig(kl_coef=0.1, progress=False))
+
+
+def test_resume_reproduces_the_uninterrupted_run(reasoner, tmp_path):
+    """Stop after step 1 (a checkpoint is written after step 1, every 2 steps), resume in a fresh
+    process-like setting (a fresh copy of the initial model): steps 2 and 3 equal the run that
+    never stopped."""
+    model, tok = reasoner
+    cfg = dict(algorithm="ppo", steps=4, prompts_per_step=4, group_size=8, eval_prompts=8)
+    cfg.update(eval_every=2, seed=5, progress=False, lr=1e-3)
+    full, _ = train(copy.deepcopy(model), tok, Addition(2), RLConfig(**cfg))
+
+    def stop_after_1(step, model, row):
+        if step == 1:
+            raise StopIteration
+
+    ckpt = RLConfig(**cfg, checkpoint_dir=str(tmp_path), checkpoint_every=2)
+    first, _ = train(copy.deepcopy(model), tok, Addition(2), ckpt, callbacks=[stop_after_1])
+    assert first.step.tolist() == [0, 1]
+    resumed, critic = train(copy.deepcopy(model), tok, Addition(2), ckpt)
+    cols = ["step", "reward", "loss", "grad_norm", "entropy", "pass1"]
+    assert resumed.step.tolist() == [0, 1, 2, 3, 4]
+    torch.testing.assert_close(
+        torch.tensor(resumed[cols].to_numpy(float)),
+        torch.tensor(full[cols].to_numpy(float)),
+        equal_nan=True,
+    )
+    assert (tmp_path / "critic.safetensors").exists() and (tmp_path / "history.csv").exists()
+    again, _ = train(copy.deepcopy(model), tok, Addition(2), ckpt)  # finished: nothing more to do
+    assert again.step.tolist() == [0, 1, 2, 3, 4]

@@ -18,18 +18,27 @@ The policy (and critic) then take ``epochs`` passes of ``minibatches`` Adam step
 ``rlnb.estimators.policy_loss`` (clipped surrogate, aggregation ``agg``) plus ``kl_coef`` times
 ``kl_penalty`` against ``ref_model`` when one is given. On CUDA the forward passes run under bf16
 autocast.
+
+With ``checkpoint_dir``, every ``checkpoint_every`` steps (and at the end) the policy, the critic,
+PVPO's frozen policy, Adam's state (all safetensors), the step, PVPO's reference values
+(``state.json``) and the history (``history.csv``) are written there; calling ``train`` again with
+the same config resumes from them and, on CPU, reproduces the uninterrupted run (sampling and
+minibatch order are seeded by the step number).
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import pandas as pd
 import torch
+from safetensors.torch import load_file, load_model, save_file, save_model
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
@@ -64,6 +73,8 @@ class RLConfig:
     reference_every: int = 0  # pvpo: refresh the reference every this many steps (0: never)
     eval_every: int = 10  # greedy pass@1 on held-out prompts every this many steps
     eval_prompts: int = 128
+    checkpoint_dir: str | None = None  # save here, and resume from here if a checkpoint exists
+    checkpoint_every: int = 50
     seed: int = 0
     progress: bool = True
 
@@ -125,6 +136,43 @@ def token_gae(scores: Tensor, values: Tensor, response_mask: Tensor, lam: float)
         rewards, values * mask, next_values, terminated, torch.zeros_like(terminated), 1.0, lam
     )
     return out.advantages * mask, out.returns * mask
+
+
+def save_checkpoint(
+    directory, next_step: int, model, critic, frozen, optimizer, reference, history
+):
+    """Write everything ``train`` needs to resume at ``next_step`` (see the module docstring)."""
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    save_model(model, str(d / "policy.safetensors"))
+    for name, module in (("critic", critic), ("initial_policy", frozen)):
+        if module is not None:
+            save_model(module, str(d / f"{name}.safetensors"))
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    state = {
+        f"{i}.{key}": value.detach().contiguous()
+        for i, p in enumerate(params)
+        for key, value in optimizer.state.get(p, {}).items()
+    }
+    save_file(state, str(d / "optimizer.safetensors"))
+    pd.DataFrame(history).to_csv(d / "history.csv", index=False)
+    (d / "state.json").write_text(json.dumps({"next_step": next_step, "reference": reference}))
+
+
+def load_checkpoint(directory, model, critic, frozen, optimizer) -> tuple[int, dict, list]:
+    """Restore what ``save_checkpoint`` wrote; return ``(next_step, reference, history rows)``."""
+    d = Path(directory)
+    load_model(model, str(d / "policy.safetensors"))
+    for name, module in (("critic", critic), ("initial_policy", frozen)):
+        if module is not None:
+            load_model(module, str(d / f"{name}.safetensors"))
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    for key, value in load_file(str(d / "optimizer.safetensors")).items():
+        i, name = key.split(".", 1)
+        optimizer.state[params[int(i)]][name] = value.to(params[int(i)].device)
+    state = json.loads((d / "state.json").read_text())
+    history = pd.read_csv(d / "history.csv").to_dict("records")
+    return state["next_step"], state["reference"], history
 
 
 def _rollout(model, tokenizer, prompts, cfg: RLConfig, n: int, temperature: float, seed: int):
@@ -198,14 +246,26 @@ def train(
             reference.update(zip(missing, r.tolist()))
         return torch.tensor([reference[p] for p in prompts], device=device)
 
-    history = []
-    bar = tqdm(range(cfg.steps + 1), desc=f"RL {cfg.algorithm}", disable=not cfg.progress)
+    history, first = [], 0
+    if cfg.checkpoint_dir and (Path(cfg.checkpoint_dir) / "state.json").exists():
+        first, reference, history = load_checkpoint(
+            cfg.checkpoint_dir, model, critic, frozen, optimizer
+        )
+
+    def checkpoint(next_step: int):
+        if cfg.checkpoint_dir:
+            save_checkpoint(
+                cfg.checkpoint_dir, next_step, model, critic, frozen, optimizer, reference, history
+            )
+
+    bar = tqdm(range(first, cfg.steps + 1), desc=f"RL {cfg.algorithm}", disable=not cfg.progress)
     for step in bar:
         row = {"step": step, "pass1": float("nan")}
         if step % cfg.eval_every == 0 or step == cfg.steps:
             row["pass1"] = greedy_pass_at_1(model, tokenizer, task, eval_set, cfg.max_new_tokens)
         if step == cfg.steps:  # the last row only evaluates
             history.append(row)
+            checkpoint(step + 1)  # a finished run: calling train again returns at once
             break
         start = time.perf_counter()
         prompts = task.prompts(cfg.prompts_per_step, "train", seed=cfg.seed * 100_003 + step)
@@ -292,6 +352,8 @@ def train(
         )
         history.append(row)
         bar.set_postfix(reward=f"{row['reward']:.2f}")
+        if cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0:
+            checkpoint(step + 1)
         try:
             for callback in callbacks:
                 callback(step, model, row)
