@@ -16,8 +16,10 @@ Each step draws ``prompts_per_step`` train prompts, samples ``group_size`` compl
 
 The policy (and critic) then take ``epochs`` passes of ``minibatches`` Adam steps on
 ``rlnb.estimators.policy_loss`` (clipped surrogate, aggregation ``agg``) plus ``kl_coef`` times
-``kl_penalty`` against ``ref_model`` when one is given. On CUDA the forward passes run under bf16
-autocast.
+``kl_penalty`` against ``ref_model`` when one is given. With one pass of one minibatch the
+update is exactly on-policy, so ``π_old`` is the current policy detached (ratio 1, as TRL does
+with ``num_iterations=1``) and no extra forward pass is spent on it. On CUDA the forward passes
+run under bf16 autocast.
 
 With ``checkpoint_dir``, every ``checkpoint_every`` steps (and at the end) the policy, the critic,
 PVPO's frozen policy, Adam's state (all safetensors), the step, PVPO's reference values
@@ -280,8 +282,11 @@ def train(
         )
         scores = torch.tensor(task.rewards(s.prompts, s.text), device=device)
         ids, attn, resp = s.input_ids, s.attention_mask, s.full_response_mask
+        on_policy = cfg.epochs == 1 and cfg.minibatches == 1  # one update: π_old = π
         with torch.no_grad(), autocast:
-            old_logp = sequence_logprobs(model, ids, attn, resp, cfg.temperature)
+            old_logp = (
+                None if on_policy else sequence_logprobs(model, ids, attn, resp, cfg.temperature)
+            )
             ref_logp = (
                 sequence_logprobs(ref_model, ids, attn, resp, cfg.temperature)
                 if ref_model is not None
@@ -312,7 +317,7 @@ def train(
                     )
                     pl = policy_loss(
                         logp,
-                        old_logp[idx],
+                        logp.detach() if on_policy else old_logp[idx],
                         adv[idx],
                         resp[idx],
                         cfg.clip_low,
