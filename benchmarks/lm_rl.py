@@ -90,8 +90,12 @@ def run(steps: int) -> str:
         ours = rlnb_step_seconds(steps, device)
         theirs, version = trl_step_seconds(steps, device)
         n = PROMPTS * GROUP
-        lines.append(f"| {device} | rlnb `train` (grpo) | {ours:.3f} | {1 / ours:.2f} | {n / ours:,.0f} | {theirs / ours:.1f}× |")
-        lines.append(f"| {device} | TRL {version} `GRPOTrainer` | {theirs:.3f} | {1 / theirs:.2f} | {n / theirs:,.0f} | 1.0× |")
+        lines.append(
+            f"| {device} | rlnb `train` (grpo) | {ours:.3f} | {1 / ours:.2f} | {n / ours:,.0f} | {theirs / ours:.1f}× |"
+        )
+        lines.append(
+            f"| {device} | TRL {version} `GRPOTrainer` | {theirs:.3f} | {1 / theirs:.2f} | {n / theirs:,.0f} | 1.0× |"
+        )
         print("\n".join(lines[-2:]), flush=True)
     return "\n".join(lines) + "\n"
 
@@ -105,4 +109,6 @@ if __name__ == "__main__":
     print(table)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text("# GRPO steps per second: rlnb vs TRL (`python benchmarks/lm_rl.py`)\n\n" + table)
+        args.out.write_text(
+            "# GRPO steps per second: rlnb vs TRL (`python benchmarks/lm_rl.py`)\n\n" + table
+        )
