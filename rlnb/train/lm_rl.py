@@ -59,6 +59,9 @@ class RLConfig:
     group_size: int = 8  # completions per prompt
     prompts_per_step: int = 16
     lr: float = 1e-4  # Adam, policy (and critic)
+    warmup_steps: int = (
+        10  # linear learning-rate warm-up: Adam's first steps move every weight by ~lr
+    )
     clip_low: float = 0.2
     clip_high: float | None = None  # None: = clip_low
     epochs: int = 1  # passes over each round's samples
@@ -306,6 +309,8 @@ def train(
             )
             adv = estimator(scores.float(), cfg.group_size, ref)[:, None] * resp
 
+        for group in optimizer.param_groups:  # a function of the step, so resuming needs no state
+            group["lr"] = cfg.lr * min(1.0, (step + 1) / max(cfg.warmup_steps, 1))
         stats = {"loss": [], "clip_frac": [], "grad_norm": [], "entropy": [], "kl": []}
         g = torch.Generator().manual_seed(cfg.seed * 100_003 + step)
         for _ in range(cfg.epochs):
