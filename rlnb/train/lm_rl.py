@@ -74,6 +74,7 @@ class RLConfig:
     qae_k: float = 0.4
     lam: float = 1.0  # GAE λ (ppo)
     value_clip: float = 0.2  # clipped value loss (ppo)
+    value_lr: float = 1e-3  # Adam for the critic (ppo)
     reference_rollouts: int = 8  # pvpo: samples per prompt for the reference value
     reference_every: int = 0  # pvpo: refresh the reference every this many steps (0: never)
     eval_every: int = 10  # greedy pass@1 on held-out prompts every this many steps
@@ -228,8 +229,10 @@ def train(
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
     torch.manual_seed(cfg.seed)
     critic = ValueModel(model).to(device) if cfg.algorithm == "ppo" else None
-    params = list(model.parameters()) + (list(critic.parameters()) if critic else [])
-    optimizer = torch.optim.Adam(params, lr=cfg.lr)
+    groups = [{"params": list(model.parameters()), "base_lr": cfg.lr}]
+    if critic is not None:
+        groups.append({"params": list(critic.parameters()), "base_lr": cfg.value_lr})
+    optimizer = torch.optim.Adam(groups, lr=cfg.lr)
     estimator = None if cfg.algorithm == "ppo" else estimator_fn(cfg.algorithm, cfg.qae_k)
     frozen = copy.deepcopy(model).requires_grad_(False) if cfg.algorithm == "pvpo" else None
     reference: dict[str, float] = {}
@@ -310,7 +313,7 @@ def train(
             adv = estimator(scores.float(), cfg.group_size, ref)[:, None] * resp
 
         for group in optimizer.param_groups:  # a function of the step, so resuming needs no state
-            group["lr"] = cfg.lr * min(1.0, (step + 1) / max(cfg.warmup_steps, 1))
+            group["lr"] = group["base_lr"] * min(1.0, (step + 1) / max(cfg.warmup_steps, 1))
         stats = {"loss": [], "clip_frac": [], "grad_norm": [], "entropy": [], "kl": []}
         g = torch.Generator().manual_seed(cfg.seed * 100_003 + step)
         for _ in range(cfg.epochs):
@@ -347,7 +350,9 @@ def train(
                         loss = loss + aggregate(v_loss, resp[idx])
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
-                stats["grad_norm"].append(torch.nn.utils.clip_grad_norm_(params, 1.0))
+                stats["grad_norm"].append(torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0))
+                if critic is not None:  # apart, so value gradients do not shrink the policy's
+                    torch.nn.utils.clip_grad_norm_(critic.parameters(), 1.0)
                 optimizer.step()
                 stats["loss"].append(loss.detach())
                 stats["clip_frac"].append(pl.clip_frac)
