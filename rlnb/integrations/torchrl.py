@@ -49,7 +49,7 @@ class RlnbGAE(ValueEstimatorBase):
         self.gamma, self.lmbda = float(gamma), float(lmbda)
         self.average_gae, self.time_dim = average_gae, time_dim
 
-    def _values(self, tensordict: TensorDictBase, params=None, target_params=None):
+    def _values(self, tensordict: TensorDictBase):
         key = self.tensor_keys.value
         if self.value_network is not None:
             with torch.set_grad_enabled(self.differentiable and torch.is_grad_enabled()):
@@ -67,7 +67,7 @@ class RlnbGAE(ValueEstimatorBase):
     def forward(
         self, tensordict: TensorDictBase, *, params=None, target_params=None, time_dim=None
     ):
-        value, next_value = self._values(tensordict, params, target_params)
+        value, next_value = self._values(tensordict)
         reward = tensordict.get(("next", self.tensor_keys.reward))
         done = tensordict.get(("next", self.tensor_keys.done))
         terminated = tensordict.get(("next", self.tensor_keys.terminated), done)

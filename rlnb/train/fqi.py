@@ -29,9 +29,8 @@ NOISES = ("gaussian", "student-t")
 
 def grid_features(rows: int, cols: int) -> Tensor:
     """``[rows · cols, 2]``: each cell's (row, column) scaled to [−1, 1] (state ``r · cols + c``)."""
-    r, c = torch.meshgrid(torch.arange(rows), torch.arange(cols), indexing="ij")
-    scale = lambda v, n: 2 * v.flatten().float() / max(n - 1, 1) - 1  # noqa: E731
-    return torch.stack([scale(r, rows), scale(c, cols)], 1)
+    r, c = torch.meshgrid(torch.linspace(-1, 1, rows), torch.linspace(-1, 1, cols), indexing="ij")
+    return torch.stack([r.flatten(), c.flatten()], 1)
 
 
 def fitted_q_iteration(

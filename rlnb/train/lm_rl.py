@@ -45,6 +45,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from rlnb.decoding.sampling import Samples, position_ids_from_mask, sample, sequence_logprobs
+from rlnb.decoding.selection import count_correct
 from rlnb.envs.bandits import ESTIMATORS, estimator_fn
 from rlnb.estimators.advantages import gae
 from rlnb.estimators.losses import AGG_MODES, KL_KINDS, aggregate, kl_penalty, policy_loss
@@ -181,28 +182,6 @@ def load_checkpoint(directory, model, critic, frozen, optimizer) -> tuple[int, d
     return state["next_step"], state["reference"], history
 
 
-def _rollout(model, tokenizer, prompts, cfg: RLConfig, n: int, temperature: float, seed: int):
-    with torch.no_grad():
-        return sample(
-            model,
-            tokenizer,
-            prompts,
-            n=n,
-            max_new_tokens=cfg.max_new_tokens,
-            temperature=temperature,
-            seed=seed,
-        )
-
-
-def greedy_pass_at_1(model, tokenizer, task, prompts: Sequence[str], max_new_tokens: int) -> float:
-    """Fraction of ``prompts`` answered correctly by greedy decoding."""
-    with torch.no_grad():
-        out = sample(
-            model, tokenizer, list(prompts), n=1, max_new_tokens=max_new_tokens, temperature=0.0
-        )
-    return float(sum(task.rewards(out.prompts, out.text)) / len(prompts))
-
-
 def train(
     model,
     tokenizer,
@@ -214,7 +193,8 @@ def train(
     """Train ``model`` in place; return ``(history, critic)`` (``critic`` is None unless ``ppo``).
 
     History, one row per step: ``step``, ``reward`` (mean sampled reward), ``pass1`` (greedy pass@1
-    on ``eval_prompts`` test prompts, every ``eval_every`` steps and at step 0, NaN in between),
+    on ``eval_prompts`` test prompts via ``rlnb.decoding.count_correct``, every ``eval_every`` steps
+    and at step 0, NaN in between),
     ``entropy`` (mean per-token entropy of the sampled completions), ``kl`` (k3 estimate to
     ``ref_model``, NaN without one), ``clip_frac``, ``grad_norm``, ``loss``, ``samples_per_s``.
     Each callback is called as ``callback(step, model, row)``; raising ``StopIteration`` ends
@@ -241,15 +221,11 @@ def train(
     def pvpo_reference(prompts: list[str], step: int) -> Tensor:
         missing = [p for p in prompts if p not in reference]
         if missing:
-            out = _rollout(
-                frozen,
-                tokenizer,
-                missing,
-                cfg,
-                cfg.reference_rollouts,
-                cfg.temperature,
-                cfg.seed + 7919 * step,
-            )
+            out = sample(
+                frozen, tokenizer, missing, n=cfg.reference_rollouts,
+                max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
+                seed=cfg.seed + 7919 * step,
+            )  # fmt: skip
             r = torch.tensor(task.rewards(out.prompts, out.text)).view(len(missing), -1).mean(1)
             reference.update(zip(missing, r.tolist()))
         return torch.tensor([reference[p] for p in prompts], device=device)
@@ -270,22 +246,18 @@ def train(
     for step in bar:
         row = {"step": step, "pass1": float("nan")}
         if step % cfg.eval_every == 0 or step == cfg.steps:
-            row["pass1"] = greedy_pass_at_1(model, tokenizer, task, eval_set, cfg.max_new_tokens)
+            greedy = count_correct(model, tokenizer, task, eval_set, n=1, temperature=0.0)
+            row["pass1"] = greedy.float().mean().item()
         if step == cfg.steps:  # the last row only evaluates
             history.append(row)
             checkpoint(step + 1)  # a finished run: calling train again returns at once
             break
         start = time.perf_counter()
         prompts = task.prompts(cfg.prompts_per_step, "train", seed=cfg.seed * 100_003 + step)
-        s: Samples = _rollout(
-            model,
-            tokenizer,
-            prompts,
-            cfg,
-            cfg.group_size,
-            cfg.temperature,
-            cfg.seed * 100_003 + step,
-        )
+        s: Samples = sample(
+            model, tokenizer, prompts, n=cfg.group_size, max_new_tokens=cfg.max_new_tokens,
+            temperature=cfg.temperature, seed=cfg.seed * 100_003 + step,
+        )  # fmt: skip
         scores = torch.tensor(task.rewards(s.prompts, s.text), device=device)
         ids, attn, resp = s.input_ids, s.attention_mask, s.full_response_mask
         on_policy = cfg.epochs == 1 and cfg.minibatches == 1  # one update: π_old = π
@@ -335,9 +307,8 @@ def train(
                     loss = pl.loss
                     if ref_logp is not None:
                         kl = kl_penalty(logp, ref_logp[idx], cfg.kl_kind)
-                        stats["kl"].append(
-                            aggregate(kl_penalty(logp, ref_logp[idx], "k3").detach(), resp[idx])
-                        )
+                        k3 = kl if cfg.kl_kind == "k3" else kl_penalty(logp, ref_logp[idx], "k3")
+                        stats["kl"].append(aggregate(k3.detach(), resp[idx]))
                         loss = loss + cfg.kl_coef * aggregate(kl, resp[idx], cfg.agg)
                     if critic is not None:
                         v = critic(ids[idx], attn[idx])
