@@ -121,6 +121,46 @@ def _describe_error(exc: BaseException) -> tuple[str, str]:
     return f"{type(exc).__name__}: {exc}", ""
 
 
+POLL_SLICE_S = 0.1  # longest wait for a kernel reply that has already arrived (see below)
+
+
+def _kernel_manager_class():
+    """``AsyncKernelManager`` whose clients poll the shell socket in slices of ``POLL_SLICE_S``.
+
+    With ipywidgets' ``Output`` widget, nbclient sometimes misses the wake-up for a cell's
+    ``execute_reply`` (the kernel is idle, the reply is queued) and only sees it when the cell's
+    whole timeout has run out: the cell then "takes" the notebook's remaining budget and the next
+    cell times out. Seen in CI under CPU load; reproduced here in 3 of 4 runs of 00_tour beside one
+    busy process (jupyter/nbclient#312 describes the same symptom). A ready socket is found by a
+    fresh poll, so polling in short slices bounds the delay by ``POLL_SLICE_S``.
+    """
+    from queue import Empty
+
+    from jupyter_client import AsyncKernelClient, AsyncKernelManager
+    from jupyter_client.channels import AsyncZMQSocketChannel
+    from traitlets import Type, default
+
+    class ShellChannel(AsyncZMQSocketChannel):
+        async def get_msg(self, timeout: float | None = None) -> dict:
+            deadline = None if timeout is None else time.monotonic() + timeout
+            while True:
+                left = POLL_SLICE_S if deadline is None else deadline - time.monotonic()
+                if await self.socket.poll(int(1000 * max(min(left, POLL_SLICE_S), 0.001))):
+                    return await self._recv()
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise Empty
+
+    class Client(AsyncKernelClient):
+        shell_channel_class = Type(ShellChannel)
+
+    class Manager(AsyncKernelManager):
+        @default("client_factory")
+        def _client_factory_default(self):
+            return Client
+
+    return Manager
+
+
 def run_notebook(
     info: NotebookInfo,
     out_dir: Path,
@@ -162,6 +202,7 @@ def run_notebook(
             kernel_name="python3",
             language="python",
             timeout_func=lambda cell: max(deadline - time.perf_counter(), 0.01),
+            kernel_manager_class=_kernel_manager_class(),
         )
     except CellTimeoutError:
         status = "timeout"

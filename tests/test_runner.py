@@ -139,3 +139,46 @@ def test_parse_param():
     assert cli._parse_param("X=[1, 2]") == ("X", [1, 2])
     with pytest.raises(ValueError, match="--param"):
         cli._parse_param("no-equals")
+
+
+class FakeSocket:
+    """A shell socket whose reply is queued after ``misses`` polls that did not see it."""
+
+    def __init__(self, misses):
+        self.misses, self.polls = misses, []
+
+    async def poll(self, timeout_ms):
+        import asyncio
+
+        self.polls.append(timeout_ms)
+        if self.misses is not None and len(self.polls) > self.misses:
+            return 1
+        await asyncio.sleep(timeout_ms / 1000)
+        return 0
+
+
+def shell_channel(socket):
+    client = runner._kernel_manager_class()().client_factory
+    channel = object.__new__(client.shell_channel_class.default_value)
+    channel.socket = socket
+
+    async def recv():
+        return {"msg_type": "execute_reply"}
+
+    channel._recv = recv
+    return channel
+
+
+def test_shell_poll_sees_a_queued_reply_within_one_slice():
+    import asyncio
+    from queue import Empty
+
+    socket = FakeSocket(misses=3)
+    msg = asyncio.run(shell_channel(socket).get_msg(timeout=30))
+    assert msg == {"msg_type": "execute_reply"}
+    assert len(socket.polls) == 4 and max(socket.polls) <= 1000 * runner.POLL_SLICE_S
+
+    never = FakeSocket(misses=None)
+    with pytest.raises(Empty):
+        asyncio.run(shell_channel(never).get_msg(timeout=0.35))
+    assert 3 <= len(never.polls) <= 6  # slices up to the timeout, then Empty as nbclient expects
