@@ -2,7 +2,9 @@
 # and re-uses it otherwise; an install step re-runs only when pyproject.toml changes.
 #   make run                 execute the whole series headless at PROFILE=ci into runs/<timestamp>/
 #   make run PROFILE=default the real sizes
-#   make test                unit tests + every notebook under papermill at PROFILE="ci"
+#   make test                unit tests + every notebook under papermill at PROFILE="ci", then the
+#                            verl integration tests in .venv-verl
+#   make test-integrations   only the TorchRL (in .venv) and verl + Ray (in .venv-verl) integration tests
 #   make lab                 JupyterLab on notebooks/
 #   make ... TORCH=torch     choose another torch (default torch==2.13.0: a CPU wheel on our machines)
 
@@ -11,8 +13,11 @@ TORCH ?= torch==2.13.0
 PROFILE ?= ci
 VENV := .venv
 BIN := $(VENV)/bin
+# verl pins tensordict <= 0.10 and TorchRL needs a newer one: verl gets an environment of its own
+VERL_VENV := .venv-verl
+VERL_BIN := $(VERL_VENV)/bin
 
-.PHONY: run test lab lint clean
+.PHONY: run test test-integrations lab lint clean
 .DELETE_ON_ERROR:
 
 $(BIN)/python:
@@ -40,11 +45,22 @@ $(VENV)/.lab: pyproject.toml $(VENV)/.torch
 	$(BIN)/python -m pip install -e ".[lab]"
 	touch $@ $(VENV)/.core
 
+$(VERL_VENV)/.verl: pyproject.toml requirements/verl-constraints.txt
+	$(PYTHON) -m venv $(VERL_VENV)
+	@$(VERL_BIN)/python -c "import torch" 2>/dev/null || $(VERL_BIN)/python -m pip install "$(TORCH)"
+	$(VERL_BIN)/python -m pip install -e ".[verl]" "pytest>=7.4" -c requirements/verl-constraints.txt
+	touch $@
+
 run: $(VENV)/.core
 	$(BIN)/rlnb run --profile $(PROFILE) $(if $(OUT),--out $(OUT))
 
-test: $(VENV)/.dev
+test: $(VENV)/.dev $(VERL_VENV)/.verl
 	$(BIN)/python -m pytest
+	$(VERL_BIN)/python -m pytest tests/integrations/test_verl.py
+
+test-integrations: $(VENV)/.dev $(VERL_VENV)/.verl
+	$(BIN)/python -m pytest tests/integrations
+	$(VERL_BIN)/python -m pytest tests/integrations/test_verl.py
 
 lab: $(VENV)/.lab
 	$(BIN)/jupyter lab notebooks/
@@ -54,4 +70,4 @@ lint: $(VENV)/.dev
 	$(BIN)/ruff format --check .
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(VERL_VENV) runs .pytest_cache .ruff_cache

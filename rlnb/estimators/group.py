@@ -195,9 +195,9 @@ def reinforce_pp_baseline(
     eps: float = 1e-8,
 ) -> Tensor:
     """REINFORCE++-baseline ("REINFORCE++"): ``r − mean_g``, then whitened over the batch,
-    ``(a − mean(a)) / sqrt(var(a) + eps)`` (unbiased var). Equals verl's
-    ``reinforce_plus_plus_baseline`` when all responses have the same length (verl whitens over
-    tokens, so longer responses weigh more there)."""
+    ``(a − mean(a)) / sqrt(var(a) + eps)`` (unbiased var over the B responses). verl's
+    ``reinforce_plus_plus_baseline`` whitens over tokens instead: longer responses weigh more, and
+    even with equal lengths L its unbiased var counts B·L tokens, a factor L(B−1)/(BL−1) on var."""
     a = group_advantages(scores, group_size=group_size, group_ids=group_ids, scale="none")
     if len(a) < 2:
         return torch.zeros_like(a)

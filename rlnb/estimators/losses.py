@@ -40,7 +40,7 @@ def aggregate(
     * ``seq-mean-token-sum``: mean over sequences of each sequence's token sum.
     * ``seq-mean-token-sum-norm``: ``Σ v·m / (B · norm)``, ``norm`` a constant (default ``L``,
       the padded length): Dr. GRPO's fix ("Understanding R1-Zero-Like Training"), = TRL's
-      ``loss_type="dr_grpo"``. verl's mode of the same name divides by ``norm`` only (no ``B``).
+      ``loss_type="dr_grpo"`` and verl 0.9's mode of the same name (verl < 0.6 divided by ``norm`` only).
 
     Sequences with an empty mask count as 0 in the sequence means.
     """
