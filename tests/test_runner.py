@@ -169,16 +169,24 @@ def shell_channel(socket):
     return channel
 
 
-def test_shell_poll_sees_a_queued_reply_within_one_slice():
+def run_in_own_loop(coro):
+    """``asyncio.run`` in a thread: a session fixture (Playwright's sync API) may hold this one's loop."""
     import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coro).result()
+
+
+def test_shell_poll_sees_a_queued_reply_within_one_slice():
     from queue import Empty
 
     socket = FakeSocket(misses=3)
-    msg = asyncio.run(shell_channel(socket).get_msg(timeout=30))
+    msg = run_in_own_loop(shell_channel(socket).get_msg(timeout=30))
     assert msg == {"msg_type": "execute_reply"}
     assert len(socket.polls) == 4 and max(socket.polls) <= 1000 * runner.POLL_SLICE_S
 
     never = FakeSocket(misses=None)
     with pytest.raises(Empty):
-        asyncio.run(shell_channel(never).get_msg(timeout=0.35))
+        run_in_own_loop(shell_channel(never).get_msg(timeout=0.35))
     assert 3 <= len(never.polls) <= 6  # slices up to the timeout, then Empty as nbclient expects
