@@ -88,10 +88,20 @@ def test_kl_to_a_reference_copy_starts_at_zero(reasoner):
 def test_value_model_is_aligned_and_starts_at_zero(reasoner):
     model, tok = reasoner
     critic = ValueModel(model)
-    ids = tok(["12+34="], return_tensors="pt")["input_ids"]
+    ids = tok(["12+34=046"], return_tensors="pt")["input_ids"]
     v = critic(ids, torch.ones_like(ids))
     assert v.shape == ids.shape and (v == 0).all()  # zero-initialised head
     assert critic.trunk is not model.base_model
+    torch.nn.init.normal_(critic.head.weight, generator=torch.Generator().manual_seed(0))
+    v = critic(ids, torch.ones_like(ids))
+    for t in range(2, ids.shape[1]):  # entry t is V(x_<t): it sees x_{t-1}, never x_t
+        changed = ids.clone()
+        changed[0, t] = 3 + (changed[0, t] - 2) % (len(tok) - 3)  # another ordinary token
+        w = critic(changed, torch.ones_like(ids))
+        torch.testing.assert_close(w[:, : t + 1], v[:, : t + 1])
+        if t + 1 < ids.shape[1]:
+            assert (w[0, t + 1] - v[0, t + 1]).abs() > 1e-6
+    assert (v[:, :2] == 0).all()
 
 
 def test_bad_config():
