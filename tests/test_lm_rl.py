@@ -2,13 +2,23 @@
 the KL term, the critic's alignment and bad input."""
 
 import copy
+import dataclasses
 
 import pytest
 import torch
 
 from rlnb.envs.tasks import Addition
 from rlnb.models.lm import load_reasoner
-from rlnb.train.lm_rl import ALGORITHMS, RLConfig, ValueModel, last_token, token_gae, train
+from rlnb.train import lm_rl
+from rlnb.train.lm_rl import (
+    ALGORITHMS,
+    RLConfig,
+    ValueModel,
+    informative_prompts,
+    last_token,
+    token_gae,
+    train,
+)
 
 
 def gae_loop(score, values, mask, lam):
@@ -104,9 +114,39 @@ def test_value_model_is_aligned_and_starts_at_zero(reasoner):
     assert (v[:, :2] == 0).all()
 
 
+def test_informative_prompts_prefers_mixed_reference_accuracy():
+    got = informative_prompts(list("abcdef"), [1.0, 0.5, 0.0, 0.25, 1.0, 0.9], 3)
+    assert got == ["b", "d", "f"]
+    assert informative_prompts(list("abc"), [0.0, 1.0, 0.5], 3) == ["c", "a", "b"]  # topped up
+    with pytest.raises(ValueError, match="accuracy"):
+        informative_prompts(list("ab"), [0.5], 1)
+
+
+def test_pvpo_filter_trains_on_prompts_the_frozen_policy_sometimes_solves(reasoner, monkeypatch):
+    model, tok = reasoner
+    calls = []
+
+    def spy(candidates, accuracy, n):
+        calls.append((list(accuracy), informative_prompts(candidates, accuracy, n)))
+        return calls[-1][1]
+
+    monkeypatch.setattr(lm_rl, "informative_prompts", spy)
+    cfg = dataclasses.replace(small(algorithm="pvpo", pvpo_filter=True), steps=2)
+    history, _ = train(copy.deepcopy(model), tok, Addition(2), cfg)
+    assert len(calls) == 2 and history.loss.notna().sum() == 2
+    for accuracy, chosen in calls:
+        assert len(accuracy) == 4 * cfg.prompts_per_step and len(chosen) == cfg.prompts_per_step
+        assert all(
+            a * cfg.reference_rollouts == round(a * cfg.reference_rollouts) for a in accuracy
+        )
+        assert sum(0 < a < 1 for a in accuracy) >= 1  # the checkpoint solves some prompts sometimes
+
+
 def test_bad_config():
     with pytest.raises(ValueError, match="algorithm"):
         RLConfig(algorithm="a2c")
+    with pytest.raises(ValueError, match="pvpo_filter"):
+        RLConfig(algorithm="grpo", pvpo_filter=True)
     with pytest.raises(ValueError, match="agg"):
         RLConfig(agg="mean")
     with pytest.raises(ValueError, match="group_size"):

@@ -7,7 +7,9 @@ Each step draws ``prompts_per_step`` train prompts, samples ``group_size`` compl
   one number per completion from ``rlnb.estimators.group`` (via the same table the prompt bandit
   uses), spread over its tokens. ``pvpo``'s reference value of a prompt is the mean reward of
   ``reference_rollouts`` samples from the frozen initial policy ("PVPO: Pre-Estimated Value-Based
-  Policy Optimization for Agentic Reasoning"), refreshed every ``reference_every`` steps;
+  Policy Optimization for Agentic Reasoning"), refreshed every ``reference_every`` steps; with
+  ``pvpo_filter`` each step draws 4× the prompts and trains on those the frozen policy neither
+  always nor never solves (``informative_prompts``), as PVPO filters its data;
 - ``ppo``: a critic of our own, ``ValueModel`` — a copy of the policy's transformer trunk with a
   per-token value head read from the state before each token (a copy rather than a shared trunk,
   so the value loss cannot disturb the policy's features, and rather than a separate small model
@@ -80,6 +82,7 @@ class RLConfig:
     )
     reference_rollouts: int = 8  # pvpo: samples per prompt for the reference value
     reference_every: int = 0  # pvpo: refresh the reference every this many steps (0: never)
+    pvpo_filter: bool = False  # pvpo: prefer prompts whose reference accuracy is in (0, 1)
     eval_every: int = 10  # greedy pass@1 on held-out prompts every this many steps
     eval_prompts: int = 128
     checkpoint_dir: str | None = None  # save here, and resume from here if a checkpoint exists
@@ -99,6 +102,8 @@ class RLConfig:
                 raise ValueError(f"{name}: expected a positive int, got {getattr(self, name)!r}")
         if self.minibatches > self.group_size * self.prompts_per_step:
             raise ValueError("minibatches: expected at most group_size × prompts_per_step")
+        if self.pvpo_filter and self.algorithm != "pvpo":
+            raise ValueError(f"pvpo_filter: only for algorithm 'pvpo', got {self.algorithm!r}")
         if not self.temperature > 0 or self.kl_coef < 0 or not self.lr > 0:
             raise ValueError("temperature, kl_coef, lr: expected > 0, ≥ 0 and > 0")
 
@@ -157,6 +162,17 @@ def token_gae(scores: Tensor, values: Tensor, response_mask: Tensor, lam: float)
         rewards, values * mask, next_values, terminated, torch.zeros_like(terminated), 1.0, lam
     )
     return out.advantages * mask, out.returns * mask
+
+
+def informative_prompts(candidates: Sequence[str], accuracy: Sequence[float], n: int) -> list[str]:
+    """PVPO's data filter: the first ``n`` candidates whose reference accuracy is strictly between
+    0 and 1 (all-correct and all-wrong groups carry no group-relative signal), topped up with the
+    others in their order when fewer than ``n`` qualify."""
+    if len(candidates) != len(accuracy):
+        raise ValueError("accuracy: expected one value per candidate")
+    keep = [p for p, a in zip(candidates, accuracy) if 0 < a < 1]
+    rest = [p for p, a in zip(candidates, accuracy) if not 0 < a < 1]
+    return (keep + rest)[:n]
 
 
 def save_checkpoint(
@@ -267,7 +283,15 @@ def train(
             checkpoint(step + 1)  # a finished run: calling train again returns at once
             break
         start = time.perf_counter()
-        prompts = task.prompts(cfg.prompts_per_step, "train", seed=cfg.seed * 100_003 + step)
+        if cfg.algorithm == "pvpo" and cfg.reference_every and step % cfg.reference_every == 0:
+            reference.clear()
+        draw = (4 if cfg.pvpo_filter else 1) * cfg.prompts_per_step
+        prompts = task.prompts(
+            min(draw, len(task.split("train"))), "train", seed=cfg.seed * 100_003 + step
+        )
+        if cfg.pvpo_filter:
+            accuracy = pvpo_reference(prompts, step).tolist()
+            prompts = informative_prompts(prompts, accuracy, cfg.prompts_per_step)
         s: Samples = sample(
             model, tokenizer, prompts, n=cfg.group_size, max_new_tokens=cfg.max_new_tokens,
             temperature=cfg.temperature, seed=cfg.seed * 100_003 + step,
@@ -289,8 +313,6 @@ def train(
         if critic is not None:
             adv, returns = token_gae(scores, old_values.float(), resp, cfg.lam)
         else:
-            if cfg.algorithm == "pvpo" and cfg.reference_every and step % cfg.reference_every == 0:
-                reference.clear()
             ref = (
                 pvpo_reference(prompts, step).repeat_interleave(cfg.group_size)
                 if frozen is not None
