@@ -13,8 +13,9 @@ Each step draws ``prompts_per_step`` train prompts, samples ``group_size`` compl
 - ``ppo``: a critic of our own, ``ValueModel`` — a copy of the policy's transformer trunk with a
   per-token value head read from the state before each token (a copy rather than a shared trunk,
   so the value loss cannot disturb the policy's features, and rather than a separate small model
-  because the copy starts from features that already read the task). Token-level GAE (``rlnb.estimators.gae``, γ = 1, λ = ``lam``; the reward
-  arrives on the last token and nothing bootstraps past it) and a clipped value loss.
+  because the copy starts from features that already read the task). Token-level GAE
+  (``rlnb.estimators.gae``, γ = 1, λ = ``lam``; the reward arrives on the last token and nothing
+  bootstraps past it) and a clipped value loss.
 
 The policy (and critic) then take ``epochs`` passes of ``minibatches`` Adam steps on
 ``rlnb.estimators.policy_loss`` (clipped surrogate, aggregation ``agg``) plus ``kl_coef`` times
@@ -77,9 +78,7 @@ class RLConfig:
     qae_k: float = 0.4
     lam: float = 1.0  # GAE λ (ppo)
     value_clip: float = 0.2  # clipped value loss (ppo)
-    value_lr: float = (
-        1e-4  # Adam for the critic (ppo); 1e-3 made the critic no better than a constant
-    )
+    value_lr: float = 1e-4  # Adam for the critic (ppo)
     reference_rollouts: int = 8  # pvpo: samples per prompt for the reference value
     reference_every: int = 0  # pvpo: refresh the reference every this many steps (0: never)
     pvpo_filter: bool = False  # pvpo: prefer prompts whose reference accuracy is in (0, 1)
