@@ -14,6 +14,7 @@ from rlnb.train.lm_rl import (
     ALGORITHMS,
     RLConfig,
     ValueModel,
+    critic_error_by_position,
     informative_prompts,
     last_token,
     token_gae,
@@ -140,6 +141,20 @@ def test_pvpo_filter_trains_on_prompts_the_frozen_policy_sometimes_solves(reason
             a * cfg.reference_rollouts == round(a * cfg.reference_rollouts) for a in accuracy
         )
         assert sum(0 < a < 1 for a in accuracy) >= 1  # the checkpoint solves some prompts sometimes
+
+
+def test_critic_error_by_position():
+    mask = torch.tensor([[0, 1, 1, 1], [0, 1, 1, 1], [0, 0, 1, 1], [0, 0, 1, 1]])
+    scores = torch.tensor([1.0, 0.0, 1.0, 0.0])
+    values = torch.tensor([[0, 0.5, 1, 1], [0, 0.5, 0, 0], [0, 0, 0.5, 1], [0, 0, 0.5, 0.0]])
+    table = critic_error_by_position(values, mask, scores, constant=0.5)
+    assert table.index.tolist() == [0, 1, 2] and table.n.tolist() == [4, 4, 2]
+    assert (
+        table.critic_mse.tolist() == [0.25, 0.0, 0.0] and table.constant_mse.tolist() == [0.25] * 3
+    )
+    assert table.correlation.tolist() == [0.0, 1.0, 1.0]  # no spread at position 0: 0, not NaN
+    with pytest.raises(ValueError, match="scores"):
+        critic_error_by_position(values, mask, scores[:2], 0.5)
 
 
 def test_bad_config():

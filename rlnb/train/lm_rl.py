@@ -381,3 +381,35 @@ def train(
         except StopIteration:
             break
     return pd.DataFrame(history), critic
+
+
+def critic_error_by_position(
+    values: Tensor, response_mask: Tensor, scores: Tensor, constant: float
+):
+    """How well a critic predicts outcomes on held-out completions, per answer position.
+
+    ``values [B, T]`` from ``ValueModel`` (entry t = V(x_<t)), ``response_mask [B, T]``, ``scores
+    [B]`` the 0/1 outcomes. Position j is the prefix holding the prompt and the first j answer
+    tokens. Returns a DataFrame indexed by j: ``critic_mse`` = mean (V − score)², ``constant_mse``
+    = mean (constant − score)², ``correlation`` (0 where either side is constant) and ``n``. The outcome is
+    an unbiased sample of the prefix's true value, so comparing the two MSEs compares the
+    predictors' errors against the true values (the sampling noise adds the same to both)."""
+    if values.shape != response_mask.shape or scores.shape != values.shape[:1]:
+        raise ValueError("values, response_mask, scores: expected [B, T], [B, T] and [B]")
+    mask = response_mask.bool()
+    position = (mask.long().cumsum(1) - 1)[mask]
+    v, y = values.float()[mask], scores.float()[:, None].expand_as(values)[mask]
+    rows = []
+    for j in range(int(position.max()) + 1 if len(position) else 0):
+        vj, yj = v[position == j], y[position == j]
+        varies = len(vj) > 1 and vj.std() > 0 and yj.std() > 0
+        rows.append(
+            dict(
+                position=j,
+                critic_mse=((vj - yj) ** 2).mean().item(),
+                constant_mse=((constant - yj) ** 2).mean().item(),
+                correlation=torch.corrcoef(torch.stack([vj, yj]))[0, 1].item() if varies else 0.0,
+                n=len(vj),
+            )
+        )
+    return pd.DataFrame(rows).set_index("position")
