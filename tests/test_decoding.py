@@ -6,7 +6,14 @@ import math
 import pytest
 import torch
 
-from rlnb.decoding import best_of_n, majority_vote, pass_at_k, sample, sequence_logprobs
+from rlnb.decoding import (
+    best_of_n,
+    completion_logprobs,
+    majority_vote,
+    pass_at_k,
+    sample,
+    sequence_logprobs,
+)
 from rlnb.decoding.sampling import position_ids_from_mask
 from rlnb.envs.tasks import Addition
 from rlnb.models.lm import char_tokenizer, tiny_causal_lm
@@ -70,6 +77,35 @@ def test_entropy_of_the_next_token_distribution(lm):
     expected = -(probs * probs.log()).sum(-1) * resp[:, 1:]
     torch.testing.assert_close(entropy[:, 1:], expected, atol=1e-5, rtol=1e-5)
     assert (entropy[resp == 0] == 0).all() and (entropy[resp == 1] > 0).all()
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_completion_logprobs_equal_one_pass_over_prompt_and_completion(seed):
+    """Each distinct prompt run once, its cache repeated: the same log-probs, entropies and
+    gradients as the full forward pass, on left-padded prompts of different lengths."""
+    torch.manual_seed(seed)
+    tok = char_tokenizer(Addition.alphabet)
+    model = tiny_causal_lm(len(tok), n_layer=2, n_embd=32, n_head=2, n_positions=32)
+    out = sample(model, tok, PROMPTS, n=3, max_new_tokens=8, temperature=1.5, seed=seed)
+    P = out.prompt_ids.shape[1]
+    full = sequence_logprobs(
+        model, out.input_ids, out.attention_mask, out.full_response_mask, 0.7, with_entropy=True
+    )
+    ours = completion_logprobs(
+        model, out.prompt_ids, out.prompt_mask, out.completion_ids, out.response_mask, 3, 0.7, True
+    )
+    params = list(model.parameters())
+    expected = torch.autograd.grad((full[0] * full[1]).sum(), params)
+    got = torch.autograd.grad((ours[0] * ours[1]).sum(), params)
+    for a, b in zip(full, ours):
+        torch.testing.assert_close(a[:, P:], b, atol=1e-5, rtol=1e-5)
+    for a, b in zip(expected, got):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+    args = out.prompt_ids, out.prompt_mask, out.completion_ids, out.response_mask
+    with pytest.raises(ValueError, match="group_size"):
+        completion_logprobs(model, *args, group_size=5)
+    with pytest.raises(ValueError, match="prompt_ids"):
+        completion_logprobs(model, *args, group_size=6)  # groups of 6 mix two prompts
 
 
 def test_rows_stop_at_eos_and_are_grouped_by_prompt(lm):

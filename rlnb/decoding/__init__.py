@@ -1,6 +1,6 @@
 """Decoding: batched KV-cache sampling, sequence log-probs, pass@k, voting and best-of-N."""
 
-from rlnb.decoding.sampling import Samples, sample, sequence_logprobs
+from rlnb.decoding.sampling import Samples, completion_logprobs, sample, sequence_logprobs
 from rlnb.decoding.selection import (
     best_of_n,
     count_correct,
@@ -11,6 +11,7 @@ from rlnb.decoding.selection import (
 
 __all__ = [
     "Samples",
+    "completion_logprobs",
     "sample",
     "sequence_logprobs",
     "best_of_n",

