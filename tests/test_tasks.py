@@ -55,6 +55,27 @@ def test_composition_holds_out_unseen_compositions():
         Composition(n_train_pairs=20)
 
 
+def test_seen_equivalents_are_the_train_programs_with_the_same_answers():
+    task = Composition(length=4, n_train_pairs=10)
+    assert task.train_pairs == ["cw", "oc", "or", "os", "ow", "so", "sr", "sw", "wc", "wr"]
+    assert task.seen_equivalents("rw") == ["wr"]  # reverse and swap-pairs commute
+    assert task.seen_equivalents("rs") == ["sr"]  # reverse and shift commute
+    assert task.seen_equivalents("co") == []  # rotating a sorted string is new
+    assert task.seen_equivalents("ro") == []
+    assert task.seen_equivalents("cc") == ["wr"]  # rotating 4 letters twice: cdab = w(r(abcd))
+    for program in task.test_pairs:  # brute force over every seen program and input
+        same = [
+            q
+            for q in [*FUNCTIONS, *task.train_pairs]
+            if all(
+                task.answer(f"{q}:{x}=") == task.answer(f"{program}:{x}=") for x in task._inputs()
+            )
+        ]
+        assert task.seen_equivalents(program) == same
+    with pytest.raises(ValueError, match="program"):
+        task.seen_equivalents("rx")
+
+
 def test_decision_tokens_only_check_the_decisive_positions():
     task = DecisionTokens(length=6, n_decisions=2)
     prompt = "847737>"

@@ -176,6 +176,19 @@ class Composition(Task):
             x = FUNCTIONS[name](x)
         return x
 
+    def seen_equivalents(self, program: str) -> list[str]:
+        """The train programs that give the same answer as ``program`` on every input: an unseen
+        pair can be answered from memory when one exists (``"rw"`` = ``"wr"``: reversing and
+        swapping pairs commute), and needs actual composition when none does."""
+        if not program or any(f not in FUNCTIONS for f in program):
+            raise ValueError(f"program: expected a string of {list(FUNCTIONS)}, got {program!r}")
+
+        def outputs(p: str) -> list[str]:
+            return [self.answer(f"{p}:{x}=") for x in self._inputs()]
+
+        target = outputs(program)
+        return [q for q in [*FUNCTIONS, *self.train_pairs] if q != program and outputs(q) == target]
+
 
 class DecisionTokens(Task):
     """Answers where only a few positions decide correctness (for token credit assignment).
