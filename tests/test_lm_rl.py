@@ -7,6 +7,7 @@ import dataclasses
 import pytest
 import torch
 
+from rlnb.decoding import sample
 from rlnb.envs.tasks import Addition
 from rlnb.models.lm import load_reasoner
 from rlnb.train import lm_rl
@@ -113,6 +114,28 @@ def test_value_model_is_aligned_and_starts_at_zero(reasoner):
         if t + 1 < ids.shape[1]:
             assert (w[0, t + 1] - v[0, t + 1]).abs() > 1e-6
     assert (v[:, :2] == 0).all()
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_completion_values_equal_the_full_pass(reasoner, seed):
+    """The grouped path (each prompt once through the trunk) = ``forward`` on prompt +
+    completion, values and gradients, on left-padded prompts of different lengths."""
+    model, tok = reasoner
+    critic = ValueModel(model)
+    torch.nn.init.normal_(critic.head.weight, generator=torch.Generator().manual_seed(seed))
+    s = sample(model, tok, ["7+35=", "12+34=", "1+2="], n=4, max_new_tokens=4, seed=seed)
+    P = s.prompt_ids.shape[1]
+    full = critic(s.input_ids, s.attention_mask)[:, P:] * s.response_mask
+    ours = (
+        critic.completion_values(s.prompt_ids, s.prompt_mask, s.completion_ids, s.response_mask, 4)
+        * s.response_mask
+    )
+    torch.testing.assert_close(ours, full, atol=1e-5, rtol=1e-5)
+    params = list(critic.parameters())
+    for a, b in zip(
+        torch.autograd.grad(full.sum(), params), torch.autograd.grad(ours.sum(), params)
+    ):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
 
 
 def test_informative_prompts_prefers_mixed_reference_accuracy():

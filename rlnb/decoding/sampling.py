@@ -208,35 +208,32 @@ def sequence_logprobs(
     return logp * mask, entropy * mask
 
 
-def completion_logprobs(
+def grouped_forward(
     model,
     prompt_ids: Tensor,
     prompt_mask: Tensor,
     completion_ids: Tensor,
     response_mask: Tensor,
     group_size: int = 1,
-    temperature=1.0,
-    with_entropy: bool = False,
-):
-    """``sequence_logprobs`` restricted to the completion, running each distinct prompt once.
+    prompt_positions: int = 1,
+) -> Tensor:
+    """A model's output over prompt + completion, running each distinct prompt once.
 
     Rows come in groups of ``group_size`` that share their prompt (``Samples``' layout): the
-    prompts of the groups go through the model once, their KV cache is repeated to the group's
-    rows, and the completions are run on top of it. The result is the same as
-    ``sequence_logprobs(...)[:, P:]`` (gradients included: they flow through the repeated cache),
-    at a fraction of the cost when prompts are long next to completions or groups are large.
-    ``prompt_*`` ``[B, P]``, ``completion_ids``/``response_mask`` ``[B, T]``; returns ``[B, T]``
-    (and the entropy with ``with_entropy=True``), 0 off ``response_mask``.
+    groups' prompts go through the model once, their KV cache is repeated to the group's rows
+    and the completions run on top of it. Gradients flow through the repeated cache, so this
+    equals one pass over ``[prompt, completion]`` (``sequence_logprobs``' way) at a fraction of
+    the cost when the group is large. Returns the output (``logits`` of a causal LM,
+    ``last_hidden_state`` of a bare transformer) at the last ``prompt_positions`` prompt positions
+    and every completion position: ``[B, prompt_positions + T, ...]``.
     """
     b = prompt_ids.shape[0]
     if not isinstance(group_size, int) or group_size < 1 or b % group_size:
         raise ValueError(f"group_size: expected a positive divisor of {b} rows, got {group_size!r}")
     if prompt_mask.shape != prompt_ids.shape or response_mask.shape != completion_ids.shape:
         raise ValueError(
-            "prompt_mask, response_mask: expected the shapes of prompt_ids, completion_ids"
+            "prompt_mask, response_mask: expected the shapes of prompt_ids and completion_ids"
         )
-    if temperature <= 0:
-        raise ValueError(f"temperature: expected > 0, got {temperature}")
     ids, mask = prompt_ids[::group_size], prompt_mask[::group_size]
     if not torch.equal(ids.repeat_interleave(group_size, 0), prompt_ids):
         raise ValueError(f"prompt_ids: expected rows in groups of {group_size} sharing a prompt")
@@ -249,15 +246,42 @@ def completion_logprobs(
     )
     cache = out[cache_name]
     cache.batch_repeat_interleave(group_size)
-    first = out.logits[:, -1:].repeat_interleave(group_size, 0)
     attention = torch.cat([prompt_mask, response_mask], dim=1)
     rest = model(
         input_ids=completion_ids,
         attention_mask=attention,
         position_ids=position_ids_from_mask(attention)[:, prompt_ids.shape[1] :],
         **{cache_name: cache},
-    ).logits[:, :-1]
-    logits = torch.cat([first, rest], dim=1).float() / temperature
+    )
+    head = out[0][:, -prompt_positions:].repeat_interleave(group_size, 0)  # logits or states
+    return torch.cat([head, rest[0]], dim=1)
+
+
+def completion_logprobs(
+    model,
+    prompt_ids: Tensor,
+    prompt_mask: Tensor,
+    completion_ids: Tensor,
+    response_mask: Tensor,
+    group_size: int = 1,
+    temperature=1.0,
+    with_entropy: bool = False,
+):
+    """``sequence_logprobs`` over the completion only, each distinct prompt run once
+    (``grouped_forward``): equal to ``sequence_logprobs(...)[:, P:]``, gradients included.
+
+    ``prompt_*`` ``[B, P]``, ``completion_ids``/``response_mask`` ``[B, T]``, rows in groups of
+    ``group_size`` sharing a prompt; returns ``[B, T]`` (and the entropy with
+    ``with_entropy=True``), 0 off ``response_mask``.
+    """
+    if temperature <= 0:
+        raise ValueError(f"temperature: expected > 0, got {temperature}")
+    logits = (
+        grouped_forward(model, prompt_ids, prompt_mask, completion_ids, response_mask, group_size)[
+            :, :-1
+        ].float()
+        / temperature
+    )
     logp = logits.gather(-1, completion_ids[..., None]).squeeze(-1) - logits.logsumexp(-1)
     mask = response_mask.to(logp.dtype)
     if not with_entropy:

@@ -48,7 +48,13 @@ from safetensors.torch import load_file, load_model, save_file, save_model
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from rlnb.decoding.sampling import Samples, completion_logprobs, position_ids_from_mask, sample
+from rlnb.decoding.sampling import (
+    Samples,
+    completion_logprobs,
+    grouped_forward,
+    position_ids_from_mask,
+    sample,
+)
 from rlnb.decoding.selection import count_correct
 from rlnb.envs.bandits import ESTIMATORS, estimator_fn
 from rlnb.estimators.advantages import gae
@@ -140,6 +146,19 @@ class ValueModel(nn.Module):
         v = self.head(hidden.float()).gather(-1, token).squeeze(-1)  # (not weight[token]: its
         # backward accumulates repeated rows in a nondeterministic order, and resume must replay)
         return torch.cat([v.new_zeros(len(v), 2), v], dim=1)[:, : input_ids.shape[1]]
+
+    def completion_values(
+        self, prompt_ids, prompt_mask, completion_ids, response_mask, group_size: int = 1
+    ) -> Tensor:
+        """``forward(...)[:, P:]`` (``[B, T]``), each distinct prompt run once through the trunk
+        (``rlnb.decoding.grouped_forward``; rows in groups of ``group_size`` sharing a prompt)."""
+        if prompt_ids.shape[1] < 2:
+            raise ValueError("prompt_ids: expected at least 2 columns (the value reads h_{t-2})")
+        states = grouped_forward(
+            self.trunk, prompt_ids, prompt_mask, completion_ids, response_mask, group_size, 2
+        )[:, : completion_ids.shape[1]]
+        token = torch.cat([prompt_ids[:, -1:], completion_ids[:, :-1]], dim=1)
+        return self.head(states.float()).gather(-1, token[..., None]).squeeze(-1)
 
 
 def last_token(response_mask: Tensor) -> Tensor:
@@ -297,7 +316,7 @@ def train(
             temperature=cfg.temperature, seed=cfg.seed * 100_003 + step,
         )  # fmt: skip
         scores = torch.tensor(task.rewards(s.prompts, s.text), device=device)
-        n, width = cfg.group_size, s.prompt_ids.shape[1]
+        n = cfg.group_size
         on_policy = cfg.epochs == 1 and cfg.minibatches == 1  # one update: π_old = π
 
         def logprobs(policy, rows, with_entropy=False):  # the completions of whole groups
@@ -306,14 +325,19 @@ def train(
                 s.response_mask[rows], n, cfg.temperature, with_entropy,
             )  # fmt: skip
 
+        def values(rows):
+            return critic.completion_values(
+                s.prompt_ids[rows], s.prompt_mask[rows], s.completion_ids[rows],
+                s.response_mask[rows], n,
+            )  # fmt: skip
+
         every = torch.arange(len(scores), device=device)
         resp = s.response_mask
         with torch.no_grad(), autocast:
             old_logp = None if on_policy else logprobs(model, every)
             ref_logp = logprobs(ref_model, every) if ref_model is not None else None
             if critic is not None:
-                ids, attn = s.input_ids, s.attention_mask
-                old_values = critic(ids, attn)[:, width:] * resp
+                old_values = values(every) * resp
         if critic is not None:
             adv, returns = token_gae(scores, old_values.float(), resp, cfg.lam)
         else:
@@ -345,7 +369,7 @@ def train(
                         stats["kl"].append(aggregate(k3.detach(), resp[idx]))
                         loss = loss + cfg.kl_coef * aggregate(kl, resp[idx], cfg.agg)
                     if critic is not None:
-                        v = critic(ids[idx], attn[idx])[:, width:]
+                        v = values(idx)
                         v_clip = old_values[idx] + (v - old_values[idx]).clamp(
                             -cfg.value_clip, cfg.value_clip
                         )
