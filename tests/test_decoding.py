@@ -108,6 +108,31 @@ def test_completion_logprobs_equal_one_pass_over_prompt_and_completion(seed):
         completion_logprobs(model, *args, group_size=6)  # groups of 6 mix two prompts
 
 
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_sampling_with_grad_gives_the_training_pass(seed):
+    """``with_grad=True``: the same tokens as without, and log-probs, entropies and gradients equal
+    to a separate forward pass over the completions (what on-policy training would run)."""
+    torch.manual_seed(seed)
+    tok = char_tokenizer(Addition.alphabet)
+    model = tiny_causal_lm(len(tok), n_layer=2, n_embd=32, n_head=2, n_positions=32)
+    plain = sample(model, tok, PROMPTS, n=3, max_new_tokens=8, temperature=1.5, seed=seed)
+    out = sample(
+        model, tok, PROMPTS, n=3, max_new_tokens=8, temperature=1.5, seed=seed, with_grad=True
+    )
+    assert plain.entropy is None and not plain.logprobs.requires_grad
+    assert torch.equal(out.completion_ids, plain.completion_ids)
+    logp, entropy = completion_logprobs(
+        model, out.prompt_ids, out.prompt_mask, out.completion_ids, out.response_mask, 3, 1.5, True
+    )
+    torch.testing.assert_close(out.logprobs, logp, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(out.entropy, entropy, atol=1e-5, rtol=1e-5)
+    params = list(model.parameters())
+    expected = torch.autograd.grad((logp * entropy).sum(), params)
+    got = torch.autograd.grad((out.logprobs * out.entropy).sum(), params)
+    for a, b in zip(expected, got):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+
+
 def test_rows_stop_at_eos_and_are_grouped_by_prompt(lm):
     model, tok = lm
     out = sample(model, tok, PROMPTS, n=8, max_new_tokens=12, seed=0)

@@ -25,7 +25,8 @@ class Samples:
     ``prompt_ids``/``prompt_mask`` ``[N, P]`` (left-padded); ``completion_ids`` ``[N, T]`` (the EOS
     token included, padding after it); ``response_mask`` ``[N, T]`` 1 on generated tokens;
     ``logprobs`` ``[N, T]`` (0 off the mask); ``text`` the decoded completions, ``prompts`` the
-    prompt of each row.
+    prompt of each row; ``entropy`` ``[N, T]`` of each sampled token's distribution (only with
+    ``with_grad=True``).
     """
 
     prompt_ids: Tensor
@@ -35,6 +36,7 @@ class Samples:
     logprobs: Tensor
     text: list[str]
     prompts: list[str]
+    entropy: Tensor | None = None  # [N, T], only from sample(..., with_grad=True)
 
     @property
     def input_ids(self) -> Tensor:
@@ -70,7 +72,6 @@ def _top_p_filter(probs: Tensor, top_p: float) -> Tensor:
     return torch.zeros_like(probs).scatter(-1, order, sorted_probs)
 
 
-@torch.no_grad()
 def sample(
     model,
     tokenizer,
@@ -80,13 +81,16 @@ def sample(
     temperature: float = 1.0,
     top_p: float = 1.0,
     seed: int | None = None,
+    with_grad: bool = False,
 ) -> Samples:
     """Sample ``n`` completions for each prompt, stopping each row at the tokenizer's EOS.
 
     Each prompt is run through the model once; its KV cache is then copied to its ``n`` rows.
 
     ``temperature=0`` decodes greedily. ``seed`` seeds a generator of its own (the global RNG is
-    left alone); ``None`` uses the global RNG.
+    left alone); ``None`` uses the global RNG. ``with_grad=True`` keeps the autograd graph of the
+    log-probs and adds the entropies (``Samples.entropy``): an on-policy update can then use the
+    sampling pass itself instead of a second forward pass over the completions.
     """
     if isinstance(prompts, str) or len(prompts) == 0:
         raise ValueError("prompts: expected a non-empty list of strings")
@@ -98,71 +102,77 @@ def sample(
         raise ValueError(f"temperature: expected ≥ 0, got {temperature}")
     if not 0.0 < top_p <= 1.0:
         raise ValueError(f"top_p: expected a number in (0, 1], got {top_p}")
-    device = next(model.parameters()).device
-    generator = None
-    if seed is not None:
-        generator = torch.Generator(device=device).manual_seed(seed)
-    enc = tokenizer(list(prompts), return_tensors="pt", padding=True)
-    ids, mask = enc["input_ids"].to(device), enc["attention_mask"].to(device)
-    eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
+    with torch.set_grad_enabled(with_grad):
+        device = next(model.parameters()).device
+        generator = None
+        if seed is not None:
+            generator = torch.Generator(device=device).manual_seed(seed)
+        enc = tokenizer(list(prompts), return_tensors="pt", padding=True)
+        ids, mask = enc["input_ids"].to(device), enc["attention_mask"].to(device)
+        eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
 
-    # Prefill each prompt once, then copy its KV cache to its n rows.
-    cache_name = _cache_name(model)
-    out = model(
-        input_ids=ids,
-        attention_mask=mask,
-        position_ids=position_ids_from_mask(mask),
-        use_cache=True,
-    )
-    cache, logits = out[cache_name], out.logits[:, -1]
-    if n > 1:
-        cache.batch_repeat_interleave(n)
-        ids, mask, logits = (t.repeat_interleave(n, dim=0) for t in (ids, mask, logits))
-    positions = position_ids_from_mask(mask)
-    next_position = positions[:, -1:] + 1
-    step_mask = torch.ones_like(mask[:, :1])
-    finished = torch.zeros(ids.shape[0], dtype=torch.bool, device=device)
-    tokens, logps, alive = [], [], []
-    for step in range(max_new_tokens):
-        logits = logits.float() / (temperature or 1.0)
-        log_z = logits.logsumexp(-1, keepdim=True)
-        if temperature == 0:
-            token = logits.argmax(-1)
-        else:  # argmax of p / E with E ~ Exp(1) is a draw from p (cheaper than multinomial)
-            probs = (logits - log_z).exp()
-            if top_p < 1.0:
-                probs = _top_p_filter(probs, top_p)
-            noise = torch.empty_like(probs).exponential_(generator=generator)
-            token = (probs / noise).argmax(-1)
-        token = token.masked_fill(finished, pad)
-        alive.append(~finished)
-        tokens.append(token)
-        logp = logits.gather(1, token[:, None]).squeeze(1) - log_z.squeeze(1)
-        logps.append(logp.masked_fill(finished, 0.0))
-        finished = finished | (token == eos)
-        if step == max_new_tokens - 1 or bool(finished.all()):
-            break
-        mask = torch.cat([mask, step_mask], dim=1)
+        # Prefill each prompt once, then copy its KV cache to its n rows.
+        cache_name = _cache_name(model)
         out = model(
-            input_ids=token[:, None],
+            input_ids=ids,
             attention_mask=mask,
-            position_ids=next_position,
+            position_ids=position_ids_from_mask(mask),
             use_cache=True,
-            **{cache_name: cache},
         )
         cache, logits = out[cache_name], out.logits[:, -1]
-        next_position = next_position + 1
+        if n > 1:
+            cache.batch_repeat_interleave(n)
+            ids, mask, logits = (t.repeat_interleave(n, dim=0) for t in (ids, mask, logits))
+        positions = position_ids_from_mask(mask)
+        next_position = positions[:, -1:] + 1
+        step_mask = torch.ones_like(mask[:, :1])
+        finished = torch.zeros(ids.shape[0], dtype=torch.bool, device=device)
+        tokens, logps, alive, entropies = [], [], [], []
+        for step in range(max_new_tokens):
+            logits = logits.float() / (temperature or 1.0)
+            log_z = logits.logsumexp(-1, keepdim=True)
+            with torch.no_grad():
+                if temperature == 0:
+                    token = logits.argmax(-1)
+                else:  # argmax of p / E with E ~ Exp(1) is a draw from p (cheaper than multinomial)
+                    probs = (logits - log_z).exp()
+                    if top_p < 1.0:
+                        probs = _top_p_filter(probs, top_p)
+                    noise = torch.empty_like(probs).exponential_(generator=generator)
+                    token = (probs / noise).argmax(-1)
+            token = token.masked_fill(finished, pad)
+            alive.append(~finished)
+            tokens.append(token)
+            logp = logits.gather(1, token[:, None]).squeeze(1) - log_z.squeeze(1)
+            logps.append(logp.masked_fill(finished, 0.0))
+            if with_grad:
+                log_p = logits - log_z
+                entropies.append(-(log_p.exp() * log_p).sum(-1).masked_fill(finished, 0.0))
+            finished = finished | (token == eos)
+            if step == max_new_tokens - 1 or bool(finished.all()):
+                break
+            mask = torch.cat([mask, step_mask], dim=1)
+            out = model(
+                input_ids=token[:, None],
+                attention_mask=mask,
+                position_ids=next_position,
+                use_cache=True,
+                **{cache_name: cache},
+            )
+            cache, logits = out[cache_name], out.logits[:, -1]
+            next_position = next_position + 1
 
-    completion = torch.stack(tokens, dim=1)
-    return Samples(
-        prompt_ids=ids,
-        prompt_mask=mask[:, : ids.shape[1]],
-        completion_ids=completion,
-        response_mask=torch.stack(alive, dim=1).long(),
-        logprobs=torch.stack(logps, dim=1),
-        text=tokenizer.batch_decode(completion, skip_special_tokens=True),
-        prompts=[p for p in prompts for _ in range(n)],
-    )
+        completion = torch.stack(tokens, dim=1)
+        return Samples(
+            prompt_ids=ids,
+            prompt_mask=mask[:, : ids.shape[1]],
+            completion_ids=completion,
+            response_mask=torch.stack(alive, dim=1).long(),
+            logprobs=torch.stack(logps, dim=1),
+            text=tokenizer.batch_decode(completion, skip_special_tokens=True),
+            prompts=[p for p in prompts for _ in range(n)],
+            entropy=torch.stack(entropies, dim=1) if with_grad else None,
+        )
 
 
 def sequence_logprobs(

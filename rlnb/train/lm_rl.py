@@ -22,8 +22,8 @@ of whole groups, so that ``rlnb.decoding.completion_logprobs`` runs each prompt 
 ``rlnb.estimators.policy_loss`` (clipped surrogate, aggregation ``agg``) plus ``kl_coef`` times
 ``kl_penalty`` against ``ref_model`` when one is given. With one pass of one minibatch the
 update is exactly on-policy, so ``π_old`` is the current policy detached (ratio 1, as TRL does
-with ``num_iterations=1``) and no extra forward pass is spent on it. On CUDA the forward passes
-run under bf16 autocast.
+with ``num_iterations=1``), and the sampling pass itself, run with gradients, gives the log-probs
+to differentiate: no second forward pass. On CUDA the forward passes run under bf16 autocast.
 
 With ``checkpoint_dir``, every ``checkpoint_every`` steps (and at the end) the policy, the critic,
 PVPO's frozen policy, Adam's state (all safetensors), the step, PVPO's reference values
@@ -311,13 +311,14 @@ def train(
         if cfg.pvpo_filter:
             accuracy = pvpo_reference(prompts, step).tolist()
             prompts = informative_prompts(prompts, accuracy, cfg.prompts_per_step)
-        s: Samples = sample(
-            model, tokenizer, prompts, n=cfg.group_size, max_new_tokens=cfg.max_new_tokens,
-            temperature=cfg.temperature, seed=cfg.seed * 100_003 + step,
-        )  # fmt: skip
+        on_policy = cfg.epochs == 1 and cfg.minibatches == 1  # one update: π_old = π
+        with autocast:  # on-policy, the sampling pass is the training pass (with_grad)
+            s: Samples = sample(
+                model, tokenizer, prompts, n=cfg.group_size, max_new_tokens=cfg.max_new_tokens,
+                temperature=cfg.temperature, seed=cfg.seed * 100_003 + step, with_grad=on_policy,
+            )  # fmt: skip
         scores = torch.tensor(task.rewards(s.prompts, s.text), device=device)
         n = cfg.group_size
-        on_policy = cfg.epochs == 1 and cfg.minibatches == 1  # one update: π_old = π
 
         def logprobs(policy, rows, with_entropy=False):  # the completions of whole groups
             return completion_logprobs(
@@ -352,7 +353,11 @@ def train(
             for picked in torch.randperm(len(scores) // n, generator=g).chunk(cfg.minibatches):
                 idx = (picked[:, None] * n + torch.arange(n)).flatten().to(device)
                 with autocast:
-                    logp, entropy = logprobs(model, idx, with_entropy=True)
+                    logp, entropy = (
+                        (s.logprobs[idx], s.entropy[idx])
+                        if on_policy
+                        else logprobs(model, idx, with_entropy=True)
+                    )
                     pl = policy_loss(
                         logp,
                         logp.detach() if on_policy else old_logp[idx],
