@@ -206,16 +206,22 @@ def sequence_logprobs(
         .float()
         / temperature
     )
-    targets = input_ids[:, 1:, None]
-    logp = logits.gather(-1, targets).squeeze(-1) - logits.logsumexp(-1)
-    logp = torch.cat([torch.zeros_like(logp[:, :1]), logp], dim=1)
-    mask = response_mask.to(logp.dtype)
+    out = _token_logprobs(logits, input_ids[:, 1:], response_mask[:, 1:], with_entropy)
+
+    def pad(x):  # position 0 has no prefix
+        return torch.cat([torch.zeros_like(x[:, :1]), x], dim=1)
+
+    return tuple(map(pad, out)) if with_entropy else pad(out)
+
+
+def _token_logprobs(logits: Tensor, targets: Tensor, mask: Tensor, with_entropy: bool):
+    """``log softmax(logits)[targets]`` (and the entropy of ``softmax(logits)``), times ``mask``."""
+    logp = logits.gather(-1, targets[..., None]).squeeze(-1) - logits.logsumexp(-1)
+    mask = mask.to(logp.dtype)
     if not with_entropy:
         return logp * mask
     log_probs = logits.log_softmax(-1)
-    entropy = -(log_probs.exp() * log_probs).sum(-1)
-    entropy = torch.cat([torch.zeros_like(entropy[:, :1]), entropy], dim=1)
-    return logp * mask, entropy * mask
+    return logp * mask, -(log_probs.exp() * log_probs).sum(-1) * mask
 
 
 def grouped_forward(
@@ -292,9 +298,4 @@ def completion_logprobs(
         ].float()
         / temperature
     )
-    logp = logits.gather(-1, completion_ids[..., None]).squeeze(-1) - logits.logsumexp(-1)
-    mask = response_mask.to(logp.dtype)
-    if not with_entropy:
-        return logp * mask
-    log_probs = logits.log_softmax(-1)
-    return logp * mask, -(log_probs.exp() * log_probs).sum(-1) * mask
+    return _token_logprobs(logits, completion_ids, response_mask, with_entropy)
