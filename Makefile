@@ -2,8 +2,11 @@
 # and re-uses it otherwise; an install step re-runs only when pyproject.toml changes.
 #   make run                 execute the whole series headless at PROFILE=ci into runs/<timestamp>/
 #   make run PROFILE=default the real sizes
-#   make test                unit tests + every notebook under papermill at PROFILE="ci", then the
-#                            verl integration tests in .venv-verl
+#   make test                unit tests, every notebook under papermill at PROFILE="ci", the browser
+#                            tests, then the verl integration tests in .venv-verl; prints each
+#                            phase's wall time (CI's budget: 30 min in all)
+#   make test-default        every notebook at PROFILE=default through the runner (NB=04 for one);
+#                            the Checks that hold only at default run there. Not part of CI.
 #   make test-integrations   only the TorchRL (in .venv) and verl + Ray (in .venv-verl) integration tests
 #   make lab                 JupyterLab on notebooks/
 #   make ... TORCH=torch     choose another torch (default torch==2.13.0: a CPU wheel on our machines)
@@ -17,7 +20,7 @@ BIN := $(VENV)/bin
 VERL_VENV := .venv-verl
 VERL_BIN := $(VERL_VENV)/bin
 
-.PHONY: run test test-integrations lab lint clean
+.PHONY: run test test-default test-integrations lab lint clean
 .DELETE_ON_ERROR:
 
 $(BIN)/python:
@@ -54,9 +57,25 @@ $(VERL_VENV)/.verl: pyproject.toml requirements/verl-constraints.txt
 run: $(VENV)/.core
 	$(BIN)/rlnb run --profile $(PROFILE) $(if $(OUT),--out $(OUT))
 
-test: $(VENV)/.dev $(VERL_VENV)/.verl
-	$(BIN)/python -m pytest
-	$(VERL_BIN)/python -m pytest tests/integrations/test_verl.py
+# `$(call phase,NAME,COMMAND)`: run one phase of `make test`, print and log its wall time, keep its exit code
+PHASES := runs/test-phases.txt
+define phase
+	@start=$$(date +%s); $(2); rc=$$?; \
+	line="$(1): $$(( $$(date +%s) - start )) s$$([ $$rc = 0 ] || echo " (failed, exit $$rc)")"; \
+	mkdir -p runs; echo "$$line" >> $(PHASES); echo "== phase $$line"; exit $$rc
+endef
+
+test:
+	@mkdir -p runs; rm -f $(PHASES)
+	$(call phase,installs,$(MAKE) --no-print-directory $(VENV)/.dev $(VERL_VENV)/.verl)
+	$(call phase,unit tests,$(BIN)/python -m pytest -m "not notebook and not browser")
+	$(call phase,notebooks,$(BIN)/python -m pytest -m notebook)
+	$(call phase,browser tests,$(BIN)/python -m pytest -m browser)
+	$(call phase,verl tests,$(VERL_BIN)/python -m pytest tests/integrations/test_verl.py)
+	@echo "make test passed; wall time per phase (CI budget: 30 min in all):"; cat $(PHASES)
+
+test-default: $(VENV)/.core
+	$(BIN)/rlnb run $(NB) --profile default
 
 test-integrations: $(VENV)/.dev $(VERL_VENV)/.verl
 	$(BIN)/python -m pytest tests/integrations

@@ -19,11 +19,15 @@ COLAB = "https://colab.research.google.com/github/rlnb/rlnb/blob/main/notebooks/
 
 def markdown_table(infos: list[runner.NotebookInfo]) -> str:
     """The README's notebook table (``rlnb list --markdown``)."""
-    rows = ["| # | notebook | papers | runtime | Colab |", "|---|---|---|---|---|"]
+    rows = [
+        "| # | notebook | builds on | papers | runtime | Colab |",
+        "|---|---|---|---|---|---|",
+    ]
     for i in infos:
         badge = f"[open]({COLAB.format(name=i.name)})"
         rows.append(
-            f"| {i.id} | [{i.title}](notebooks/{i.name}.ipynb) | {i.papers} | {i.runtime} | {badge} |"
+            f"| {i.id} | [{i.title}](notebooks/{i.name}.ipynb) | {i.builds_on or '—'} "
+            f"| {i.papers} | {i.runtime} | {badge} |"
         )
     return "\n".join(rows)
 
@@ -63,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         infos = runner.discover(args.notebooks)
-    except FileNotFoundError as exc:
+    except (FileNotFoundError, ValueError) as exc:
         print(f"rlnb: {exc}", file=sys.stderr)
         return 2
     if args.command == "list":
@@ -72,7 +76,8 @@ def main(argv: list[str] | None = None) -> int:
         else:
             for i in infos:
                 print(
-                    f"{i.id}  {i.title}\n    papers: {i.papers or '-'}\n    runtime: {i.runtime or '-'}"
+                    f"{i.id}  {i.title}\n    builds on: {i.builds_on or '-'}"
+                    f"\n    papers: {i.papers or '-'}\n    runtime: {i.runtime or '-'}"
                 )
         return 0
 

@@ -21,6 +21,9 @@ import torch
 from rlnb.device import pick_device, seed_everything, set_threads
 
 PROFILES = ("ci", "default", "large")
+# Seconds per notebook on a 2-core CPU (DESIGN §4). Reported against, never enforced: a busy or
+# slower machine is not a failing notebook. ``large`` is for a GPU and has no budget.
+BUDGET_S = {"ci": 60.0, "default": 300.0}
 METRICS_ENV = "RLNB_METRICS_FILE"
 RECORDS: dict[str, float | int | bool | str] = {}
 

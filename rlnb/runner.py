@@ -22,21 +22,28 @@ from pathlib import Path
 
 import nbformat
 
-from rlnb.notebook import METRICS_ENV, PROFILES, read_records
+from rlnb.notebook import BUDGET_S, METRICS_ENV, PROFILES, read_records
 
-NAME_RE = re.compile(r"^(\d\d)_([a-z0-9_]+)\.ipynb$")
+# ``NN_slug.ipynb``, or ``NNx_slug.ipynb`` (a letter: a notebook that extends ``NN``, sorted after it)
+NAME_RE = re.compile(r"^(\d\d[a-z]?)_([a-z0-9_]+)\.ipynb$")
 
 
 @dataclass
 class NotebookInfo:
     """What ``rlnb list`` shows, read from the notebook's title cell."""
 
-    id: str  # "00"
+    id: str  # "00", or "06b" for a notebook that extends 06
     name: str  # "00_tour"
     path: Path
     title: str
     papers: str
     runtime: str
+    builds_on: str = ""  # "01, 02": the notebooks to read first ("—" for none)
+
+    @property
+    def order(self) -> tuple[int, str]:
+        """Sort key: number, then letter (``06`` < ``06b`` < ``07``)."""
+        return int(self.id[:2]), self.id[2:]
 
 
 @dataclass
@@ -73,34 +80,50 @@ def _field(text: str, key: str) -> str:
 
 
 def read_info(path: Path) -> NotebookInfo:
-    """Number, title, papers and runtime from the first markdown cell:
-    ``# NN · Title``, then lines ``**Papers:** ...`` and ``**Runtime:** ...``."""
+    """Number, title, papers, runtime and reading order from the first markdown cell:
+    ``# NN · Title``, then lines ``**Papers:** ...``, ``**Runtime:** ...`` and ``**Builds on:** ...``."""
     path = Path(path)
     m = NAME_RE.match(path.name)
     if not m:
-        raise ValueError(f"path: expected a notebook named NN_slug.ipynb, got {path.name!r}")
+        raise ValueError(
+            f"path: expected a notebook named NN_slug.ipynb or NNx_slug.ipynb (two digits, an "
+            f"optional lower-case letter, '_', then lower-case letters, digits and '_'), "
+            f"got {path.name!r}"
+        )
     nb = nbformat.read(path, as_version=4)
     first = next((c.source for c in nb.cells if c.cell_type == "markdown"), "")
     heading = next((ln for ln in first.splitlines() if ln.startswith("# ")), f"# {path.stem}")
-    title = re.sub(r"^#\s*(\d+\s*[·:.-]\s*)?", "", heading).strip()
+    title = re.sub(r"^#\s*(\d+[a-z]?\s*[·:.-]\s*)?", "", heading).strip()
     return NotebookInfo(
-        m.group(1), path.stem, path, title, _field(first, "Papers"), _field(first, "Runtime")
+        m.group(1),
+        path.stem,
+        path,
+        title,
+        _field(first, "Papers"),
+        _field(first, "Runtime"),
+        _field(first, "Builds on"),
     )
 
 
 def discover(directory: Path | None = None) -> list[NotebookInfo]:
-    """Every ``NN_slug.ipynb`` in the notebooks directory, in order."""
+    """Every notebook in the notebooks directory, ordered by number then letter.
+
+    Raises ``ValueError`` for any ``.ipynb`` whose name is not ``NN_slug`` or ``NNx_slug``: a
+    misnamed notebook would otherwise be silently left out of ``rlnb run`` and the tests.
+    """
     directory = Path(directory) if directory else notebooks_dir()
-    return [read_info(p) for p in sorted(directory.glob("*.ipynb")) if NAME_RE.match(p.name)]
+    return sorted((read_info(p) for p in directory.glob("*.ipynb")), key=lambda i: i.order)
 
 
 def select(infos: list[NotebookInfo], ids: list[str]) -> list[NotebookInfo]:
-    """Pick notebooks by number (``1``, ``01``) or name (``01_returns_and_td``); unknown ids raise ``KeyError``."""
+    """Pick notebooks by number (``1``, ``01``, ``6b``, ``06b``) or name (``01_returns_and_td``);
+    unknown ids raise ``KeyError``."""
     if not ids:
         return infos
     by_key = {}
     for info in infos:
-        by_key.update({info.id: info, str(int(info.id)): info, info.name: info})
+        short = str(int(info.id[:2])) + info.id[2:]
+        by_key.update({info.id: info, short: info, info.name: info})
     unknown = [i for i in ids if i not in by_key]
     if unknown:
         raise KeyError(
@@ -373,6 +396,9 @@ def run_notebooks(
         if result.status == "interrupted":
             raise KeyboardInterrupt
         line = f"[{k}/{len(infos)}] {info.name}: {result.status} in {result.seconds:.1f} s"
+        budget = BUDGET_S.get(profile)
+        if budget and result.seconds > budget:
+            line += f" (over the {budget:g} s {profile} budget)"
         if result.error:
             line += f" — {result.error}"
         echo(line)

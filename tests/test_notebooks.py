@@ -2,15 +2,16 @@
 
 import ast
 import os
-from pathlib import Path
 
 import nbformat
 import pytest
 
 from rlnb import runner
 
-NOTEBOOKS = runner.discover(Path(__file__).resolve().parent.parent / "notebooks")
-CI_TIMEOUT = float(os.environ.get("RLNB_CI_TIMEOUT", 60))  # DESIGN §4: ci ≤ 60 s per notebook
+NOTEBOOKS = runner.discover(runner.notebooks_dir())  # $RLNB_NOTEBOOKS, else ./notebooks
+# A hang guard, not the budget: the 60 s ci budget (rlnb.notebook.BUDGET_S) is reported at the end
+# of the session (conftest.py), since a busy or slower machine is not a failing notebook.
+CI_TIMEOUT = float(os.environ.get("RLNB_CI_TIMEOUT", 600))
 
 
 def ids(infos):
@@ -18,7 +19,7 @@ def ids(infos):
 
 
 def test_series_is_not_empty():
-    assert NOTEBOOKS and NOTEBOOKS[0].name == "00_tour"
+    assert NOTEBOOKS and NOTEBOOKS[0].id == "00"
 
 
 @pytest.mark.parametrize("info", NOTEBOOKS, ids=ids(NOTEBOOKS))
@@ -44,15 +45,25 @@ def test_notebook_structure(info):
     after = [c for c in nb.cells[checks[-1] :] if c.cell_type == "code"]
     assert after and after[-1] is code[-1], "the Checks code cell must be the last code cell"
     assert "rlnb.notebook.record(" in after[-1].source and "assert " in after[-1].source
-    assert info.title and info.papers and info.runtime, (
-        "title cell needs '# NN · Title', **Papers:** and **Runtime:**"
+    assert info.title and info.papers and info.runtime and info.builds_on, (
+        "title cell needs '# NN · Title', **Papers:**, **Runtime:** and **Builds on:**"
+    )
+
+
+@pytest.mark.parametrize("info", NOTEBOOKS, ids=ids(NOTEBOOKS))
+def test_builds_on_names_earlier_notebooks(info):
+    earlier = {i.id for i in NOTEBOOKS if i.order < info.order}
+    named = [] if info.builds_on == "—" else [s.strip() for s in info.builds_on.split(",")]
+    assert set(named) <= earlier, (
+        f"**Builds on:** {info.builds_on!r} must list earlier notebook ids (comma-separated) or '—'"
     )
 
 
 @pytest.mark.notebook
 @pytest.mark.parametrize("info", NOTEBOOKS, ids=ids(NOTEBOOKS))
-def test_notebook_runs_at_ci_profile(info, tmp_path):
+def test_notebook_runs_at_ci_profile(info, tmp_path, notebook_seconds):
     result = runner.run_notebook(info, tmp_path, profile="ci", timeout=CI_TIMEOUT, progress=False)
+    notebook_seconds[info.name] = result.seconds
     if result.status != "ok":
         pytest.fail(
             f"{info.name} {result.status}: {result.error}\n{result.traceback}", pytrace=False

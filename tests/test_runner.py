@@ -190,3 +190,102 @@ def test_shell_poll_sees_a_queued_reply_within_one_slice():
     with pytest.raises(Empty):
         run_in_own_loop(shell_channel(never).get_msg(timeout=0.35))
     assert 3 <= len(never.polls) <= 6  # slices up to the timeout, then Empty as nbclient expects
+
+
+CHECKS = "import rlnb\nassert PROFILE == 'ci'\nrlnb.notebook.record('ran', 1)"
+
+
+def write_contract_nb(path, builds_on):
+    """A notebook that satisfies tests/test_notebooks.py's structure rules."""
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        nbformat.v4.new_markdown_cell(
+            TITLE.format(id=path.name.split("_")[0], title=path.stem)
+            + f"\n\n**Builds on:** {builds_on}"
+        ),
+        nbformat.v4.new_code_cell(PARAMS, metadata={"tags": ["parameters"]}),
+        nbformat.v4.new_markdown_cell("## Checks"),
+        nbformat.v4.new_code_cell(CHECKS),
+    ]
+    nbformat.write(nb, path)
+
+
+@pytest.fixture(scope="module")
+def lettered(tmp_path_factory):
+    d = tmp_path_factory.mktemp("lettered")
+    for name, builds_on in [
+        ("10_later", "01b"),
+        ("01b_extends_one", "01"),
+        ("02_two", "01"),
+        ("01_one", "00"),
+        ("00_start", "—"),
+    ]:
+        write_contract_nb(d / f"{name}.ipynb", builds_on)
+    return d
+
+
+def test_lettered_notebook_sorts_after_its_number_and_selects_by_id(lettered):
+    infos = runner.discover(lettered)
+    assert [i.id for i in infos] == ["00", "01", "01b", "02", "10"]
+    assert infos[2].name == "01b_extends_one" and infos[2].title == "01b_extends_one"
+    assert infos[2].builds_on == "01"
+    for key in ("01b", "1b", "01b_extends_one"):
+        assert [i.name for i in runner.select(infos, [key])] == ["01b_extends_one"]
+    table = cli.markdown_table(infos)
+    assert table.splitlines()[0] == "| # | notebook | builds on | papers | runtime | Colab |"
+    assert "| 01b | [01b_extends_one](notebooks/01b_extends_one.ipynb) | 01 |" in table
+    assert "| 00 | [00_start](notebooks/00_start.ipynb) | — |" in table
+
+
+@pytest.mark.parametrize("bad", ["1_one.ipynb", "01-one.ipynb", "01B_one.ipynb", "01bb_x.ipynb"])
+def test_misnamed_notebook_makes_discover_raise(tmp_path, bad):
+    write_contract_nb(tmp_path / "00_start.ipynb", "—")
+    write_contract_nb(tmp_path / bad, "00")
+    with pytest.raises(ValueError, match=bad.replace(".", r"\.")):
+        runner.discover(tmp_path)
+    proc = rlnb_cmd("--notebooks", str(tmp_path), "list")
+    assert proc.returncode == 2 and bad in proc.stderr
+
+
+def test_lettered_notebook_is_listed_and_run_by_id(lettered, tmp_path):
+    listed = rlnb_cmd("--notebooks", str(lettered), "list")
+    assert listed.returncode == 0
+    assert listed.stdout.index("01b  01b_extends_one") > listed.stdout.index("01  01_one")
+    proc = rlnb_cmd("--notebooks", str(lettered), "run", "01b", "--out", str(tmp_path / "r"))
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads((tmp_path / "r" / "metrics.json").read_text())
+    assert data["notebooks"]["01b_extends_one"]["metrics"] == {"ran": 1}
+
+
+def test_notebook_tests_execute_a_lettered_notebook(lettered):
+    """tests/test_notebooks.py collects what discover() finds: the 01b notebook is checked and run."""
+    from pathlib import Path
+
+    tests = Path(__file__).resolve().parent
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            str(tests / "test_notebooks.py"),
+            "-v",
+            "-p",
+            "no:cacheprovider",
+            "-k",
+            "01b",
+            "--rootdir",
+            str(tests.parent),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**__import__("os").environ, "RLNB_NOTEBOOKS": str(lettered)},
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    for test in (
+        "test_notebook_structure",
+        "test_builds_on_names_earlier_notebooks",
+        "test_notebook_runs_at_ci_profile",
+    ):
+        assert f"{test}[01b_extends_one] PASSED" in proc.stdout, proc.stdout[-3000:]
+    assert "01b_extends_one" in proc.stdout.split("notebook budget")[-1]
