@@ -14,8 +14,8 @@ from rlnb.decoding import (
     sample,
     sequence_logprobs,
 )
-from rlnb.decoding.sampling import position_ids_from_mask
 from rlnb.envs.tasks import Addition
+from rlnb.models.forward import position_ids_from_mask
 from rlnb.models.lm import char_tokenizer, tiny_causal_lm
 
 PROMPTS = ["07+35=", "1+2=", "123+4=", "9="]  # different lengths: left padding is exercised

@@ -10,12 +10,13 @@ reports them at temperature 1. Training recomputes the same numbers with ``seque
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
+
+from rlnb.models.forward import cache_argument, grouped_forward, position_ids_from_mask
 
 
 @dataclass
@@ -51,17 +52,6 @@ class Samples:
     def full_response_mask(self) -> Tensor:
         """``response_mask`` aligned with ``input_ids`` (zeros over the prompt)."""
         return torch.cat([torch.zeros_like(self.prompt_mask), self.response_mask], dim=1)
-
-
-def _cache_name(model) -> str:
-    """The KV-cache argument's name: ``cache`` in recent ``transformers``, ``past_key_values``
-    before."""
-    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
-
-
-def position_ids_from_mask(attention_mask: Tensor) -> Tensor:
-    """Positions that count only real tokens: ``cumsum(mask) − 1`` (0 on left padding)."""
-    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
 
 
 def _top_p_filter(probs: Tensor, top_p: float) -> Tensor:
@@ -112,7 +102,7 @@ def sample(
         eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
 
         # Prefill each prompt once, then copy its KV cache to its n rows.
-        cache_name = _cache_name(model)
+        cache_name = cache_argument(model)
         out = model(
             input_ids=ids,
             attention_mask=mask,
@@ -222,55 +212,6 @@ def _token_logprobs(logits: Tensor, targets: Tensor, mask: Tensor, with_entropy:
         return logp * mask
     log_probs = logits.log_softmax(-1)
     return logp * mask, -(log_probs.exp() * log_probs).sum(-1) * mask
-
-
-def grouped_forward(
-    model,
-    prompt_ids: Tensor,
-    prompt_mask: Tensor,
-    completion_ids: Tensor,
-    response_mask: Tensor,
-    group_size: int = 1,
-    prompt_positions: int = 1,
-) -> Tensor:
-    """A model's output over prompt + completion, running each distinct prompt once.
-
-    Rows come in groups of ``group_size`` that share their prompt (``Samples``' layout): the
-    groups' prompts go through the model once, their KV cache is repeated to the group's rows
-    and the completions run on top of it. Gradients flow through the repeated cache, so this
-    equals one pass over ``[prompt, completion]`` (``sequence_logprobs``' way) at a fraction of
-    the cost when the group is large. Returns the output (``logits`` of a causal LM,
-    ``last_hidden_state`` of a bare transformer) at the last ``prompt_positions`` prompt positions
-    and every completion position: ``[B, prompt_positions + T, ...]``.
-    """
-    b = prompt_ids.shape[0]
-    if not isinstance(group_size, int) or group_size < 1 or b % group_size:
-        raise ValueError(f"group_size: expected a positive divisor of {b} rows, got {group_size!r}")
-    if prompt_mask.shape != prompt_ids.shape or response_mask.shape != completion_ids.shape:
-        raise ValueError(
-            "prompt_mask, response_mask: expected the shapes of prompt_ids and completion_ids"
-        )
-    ids, mask = prompt_ids[::group_size], prompt_mask[::group_size]
-    if not torch.equal(ids.repeat_interleave(group_size, 0), prompt_ids):
-        raise ValueError(f"prompt_ids: expected rows in groups of {group_size} sharing a prompt")
-    cache_name = _cache_name(model)
-    out = model(
-        input_ids=ids,
-        attention_mask=mask,
-        position_ids=position_ids_from_mask(mask),
-        use_cache=True,
-    )
-    cache = out[cache_name]
-    cache.batch_repeat_interleave(group_size)
-    attention = torch.cat([prompt_mask, response_mask], dim=1)
-    rest = model(
-        input_ids=completion_ids,
-        attention_mask=attention,
-        position_ids=position_ids_from_mask(attention)[:, prompt_ids.shape[1] :],
-        **{cache_name: cache},
-    )
-    head = out[0][:, -prompt_positions:].repeat_interleave(group_size, 0)  # logits or states
-    return torch.cat([head, rest[0]], dim=1)
 
 
 def completion_logprobs(

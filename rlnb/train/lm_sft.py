@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from rlnb.decoding.sampling import position_ids_from_mask
+from rlnb.models.forward import position_ids_from_mask
 
 
 @dataclass
