@@ -27,9 +27,9 @@ def test_design_reference_numbers():
     close(G.rloo(TWO_GROUPS, group_size=4), [1, -third, -third, -third, third, third, -1, third])
     close(G.lite_ppo(TWO_GROUPS, group_size=4)[:2], [1.402859, -0.46762], 1e-5)
     for k in (0.4, 0.6):
-        close(G.qae(TWO_GROUPS, 4, k), [1, 0, 0, 0, 0, 0, -1, 0])
+        close(G.qae(TWO_GROUPS, group_size=4, k=k), [1, 0, 0, 0, 0, 0, -1, 0])
     # k = 0.8 on [0,0,0,1]: the order statistic r_(4) = 1 (easy-prompt regime: failures penalised)
-    close(G.qae(torch.tensor([0.0, 0, 0, 1]), 4, 0.8), [-1, -1, -1, 0])
+    close(G.qae(torch.tensor([0.0, 0, 0, 1]), group_size=4, k=0.8), [-1, -1, -1, 0])
 
 
 def random_groups(seed, n_groups=6, binary=False):
@@ -114,7 +114,9 @@ def test_contiguous_and_id_forms_agree_and_ids_can_be_any_integers():
     ids = torch.tensor([7, 7, 7, -3, -3, -3, 100, 100, 100, 5, 5, 5])
     for fn in (G.grpo, G.dr_grpo, G.rloo, G.lite_ppo, G.reinforce_pp_baseline, G.passk_advantages):
         torch.testing.assert_close(fn(scores, group_size=3), fn(scores, group_ids=ids))
-    torch.testing.assert_close(G.qae(scores, 3, 0.5), G.qae(scores, k=0.5, group_ids=ids))
+    torch.testing.assert_close(
+        G.qae(scores, group_size=3, k=0.5), G.qae(scores, k=0.5, group_ids=ids)
+    )
 
 
 def test_degenerate_groups():
@@ -122,7 +124,7 @@ def test_degenerate_groups():
     for fn in (G.grpo, G.dr_grpo, G.rloo, G.lite_ppo, G.passk_advantages):
         out = fn(equal, group_size=3)
         assert torch.isfinite(out).all() and (out == 0).all(), fn.__name__
-    assert (G.qae(equal, 3, 0.4) == 0).all()
+    assert (G.qae(equal, group_size=3, k=0.4) == 0).all()
     single = torch.tensor([0.3, 0.9])
     for fn in (G.grpo, G.dr_grpo, G.rloo, G.passk_advantages):
         assert (fn(single, group_size=1) == 0).all(), fn.__name__

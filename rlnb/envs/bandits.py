@@ -18,8 +18,13 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from rlnb.estimators import group as G
 from rlnb.estimators.losses import policy_loss
+from rlnb.estimators.registry import (
+    AdvantageInputs,
+    accepted_options,
+    compute_advantages,
+    get_estimator,
+)
 
 
 @dataclass
@@ -156,28 +161,9 @@ def make_prompt_bandit(
     return PromptBandit(probs.log(), correct, **kwargs)
 
 
-ESTIMATORS = ("grpo", "dr_grpo", "rloo", "lite_ppo", "reinforce_pp", "qae", "pvpo")
-
-
-def estimator_fn(name: str, k: float = 0.4) -> Callable[[Tensor, int, Tensor | None], Tensor]:
-    """``fn(scores, group_size, reference) → advantages`` for one of ``ESTIMATORS``."""
-    table = {
-        "grpo": lambda s, n, ref: G.grpo(s, group_size=n),
-        "dr_grpo": lambda s, n, ref: G.dr_grpo(s, group_size=n),
-        "rloo": lambda s, n, ref: G.rloo(s, group_size=n),
-        "lite_ppo": lambda s, n, ref: G.lite_ppo(s, group_size=n),
-        "reinforce_pp": lambda s, n, ref: G.reinforce_pp_baseline(s, group_size=n),
-        "qae": lambda s, n, ref: G.qae(s, n, k),
-        "pvpo": lambda s, n, ref: G.pvpo(s, ref, group_size=n),
-    }
-    if name not in table:
-        raise ValueError(f"estimator: expected one of {ESTIMATORS}, got {name!r}")
-    return table[name]
-
-
 def train(
     bandit: PromptBandit,
-    estimator: str | Callable = "grpo",
+    estimator: str = "grpo",
     steps: int = 200,
     group_size: int = 8,
     prompts_per_step: int = 16,
@@ -191,8 +177,8 @@ def train(
     progress: bool = True,
 ) -> pd.DataFrame:
     """On-policy RL on the bandit: each step samples ``group_size`` answers for ``prompts_per_step``
-    random prompts, computes advantages with ``estimator`` (a name in ``ESTIMATORS`` or
-    ``fn(scores, group_size, reference)``) and takes one ``optimizer`` step (``adam`` or ``sgd``;
+    random prompts, computes advantages with ``estimator`` (a name registered in
+    ``rlnb.estimators.registry``; QAE's quantile is ``qae_k``) and takes one ``optimizer`` step (``adam`` or ``sgd``;
     SGD keeps each estimator's scale visible, Adam normalises it away) on ``policy_loss``.
 
     ``reward_fn(sample, group_size) → scores`` replaces the verifier's rewards (e.g. majority-vote
@@ -201,7 +187,8 @@ def train(
     policy. Returns one row per step: ``step, reward, pass1, passk, entropy, zero_adv_frac,
     grad_norm`` (exact quantities averaged over all prompts; ``reward`` is the sampled mean).
     """
-    fn = estimator_fn(estimator, qae_k) if isinstance(estimator, str) else estimator
+    get_estimator(estimator)  # an unknown name fails here, before any work
+    options = accepted_options(estimator, k=qae_k)
     g = torch.Generator().manual_seed(seed)
     if optimizer not in ("adam", "sgd"):
         raise ValueError(f"optimizer: expected 'adam' or 'sgd', got {optimizer!r}")
@@ -224,13 +211,16 @@ def train(
     history = [row(0)]
     for step in tqdm(
         range(1, steps + 1),
-        desc=f"bandit {getattr(estimator, '__name__', estimator)}",
+        desc=f"bandit {estimator}",
         disable=not progress,
     ):
         prompts = torch.randperm(bandit.n_prompts, generator=g)[:prompts_per_step]
         s = bandit.sample(group_size, prompts, generator=g)
         scores = s.rewards if reward_fn is None else reward_fn(s, group_size)
-        adv = fn(scores, group_size, reference[s.prompts]).detach()
+        inputs = AdvantageInputs(
+            scores, group_size=group_size, extras={"reference_values": reference[s.prompts]}
+        )
+        adv = compute_advantages(estimator, inputs, **options)[:, 0].detach()
         mask = torch.ones(len(adv), 1)
         loss = policy_loss(s.logp[:, None], s.logp.detach()[:, None], adv, mask).loss
         opt.zero_grad()

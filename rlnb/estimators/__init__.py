@@ -2,10 +2,11 @@
 
 Conventions are stated once, at the top of ``rlnb.estimators.returns``. ``rlnb.estimators``
 imports nothing else of rlnb. ``rlnb.estimators.reference`` holds the plain loops the tests
-compare against.
+compare against. ``rlnb.estimators.registry`` is the one registry of advantage estimators for
+language-model RL (``compute_advantages(name, inputs)``, ``register_estimator``).
 """
 
-from rlnb.estimators.advantages import Advantages, gae, vtrace
+from rlnb.estimators.advantages import Advantages, gae, last_token, token_gae, vtrace
 from rlnb.estimators.distributional import (
     categorical_projection,
     decode,
@@ -28,6 +29,16 @@ from rlnb.estimators.group import (
     rloo,
 )
 from rlnb.estimators.losses import PolicyLoss, aggregate, kl_penalty, policy_loss
+from rlnb.estimators.registry import (
+    ESTIMATORS,
+    AdvantageInputs,
+    Estimator,
+    accepted_options,
+    compute_advantages,
+    get_estimator,
+    outcome_estimators,
+    register_estimator,
+)
 from rlnb.estimators.returns import (
     discounted_returns,
     lambda_returns,
@@ -37,6 +48,16 @@ from rlnb.estimators.returns import (
 )
 
 __all__ = [
+    "ESTIMATORS",
+    "AdvantageInputs",
+    "Estimator",
+    "accepted_options",
+    "compute_advantages",
+    "get_estimator",
+    "outcome_estimators",
+    "register_estimator",
+    "last_token",
+    "token_gae",
     "Advantages",
     "PolicyLoss",
     "aggregate",

@@ -133,3 +133,29 @@ def vtrace(
     vs_next = torch.where(trunc, nv, torch.cat([vs[..., 1:], nv[..., -1:]], -1))
     adv = rho * (r + g * live * vs_next - v)
     return Advantages(*(x.movedim(-1, time_dim).to(rewards.dtype) for x in (adv, vs)))
+
+
+def last_token(response_mask: Tensor) -> Tensor:
+    """``[B, T]`` bool: True at each row's last response token (column 0 for an empty row)."""
+    last = response_mask.long().cumsum(1).argmax(1)  # the first index where the count peaks
+    hit = torch.zeros(response_mask.shape, dtype=torch.bool, device=response_mask.device)
+    return hit.scatter(1, last[:, None], True)
+
+
+def token_gae(scores: Tensor, values: Tensor, response_mask: Tensor, lam: float) -> Advantages:
+    """GAE over the ``[B, T]`` tokens of language-model responses with an outcome reward: γ = 1,
+    the score ``[B]`` is the reward of each row's last response token, which is terminal (nothing
+    bootstraps past the end); ``values[b, t] = V(x_<t)``, read only on the mask.
+    ``A_t = δ_t + λ A_{t+1}``, ``δ_t = r_t + V_{t+1} − V_t``; ``returns = A + V``, both 0 off the mask.
+
+    >>> token_gae(torch.tensor([1.]), torch.tensor([[0., .5, .5]]), torch.ones(1, 3), 1.0).advantages
+    tensor([[1.0000, 0.5000, 0.5000]])
+    """
+    mask = response_mask.to(values.dtype)
+    terminated = last_token(response_mask)
+    rewards = terminated.to(values.dtype) * scores.to(values.dtype)[:, None]
+    next_values = torch.cat([values[:, 1:], torch.zeros_like(values[:, :1])], 1) * mask
+    out = gae(
+        rewards, values * mask, next_values, terminated, torch.zeros_like(terminated), 1.0, lam
+    )
+    return Advantages(out.advantages * mask, out.returns * mask)

@@ -222,10 +222,10 @@ def lite_ppo(
 
 def qae(
     scores: Tensor,
-    group_size: int | None = None,
-    k: float = 0.4,
     *,
+    group_size: int | None = None,
     group_ids: Tensor | None = None,
+    k: float = 0.4,
 ) -> Tensor:
     """Quantile Advantage Estimation ("Quantile Advantage Estimation for Entropy-Safe Reasoning"):
     ``r − Q_k(group)``, no std, with ``Q_k`` the empirical k-quantile ``inf{x : F̂(x) ≥ k}``
@@ -234,7 +234,7 @@ def qae(
     baseline 1, only failures are penalised (easy prompts). Linear interpolation would give
     baselines strictly between 0 and 1, which is neither regime of the paper.
 
-    >>> qae(torch.tensor([1., 0., 0., 0., 1., 1., 0., 1.]), 4, k=0.4)
+    >>> qae(torch.tensor([1., 0., 0., 0., 1., 1., 0., 1.]), group_size=4, k=0.4)
     tensor([ 1.,  0.,  0.,  0.,  0.,  0., -1.,  0.])
     """
     return group_advantages(

@@ -14,7 +14,9 @@ in rlnb's ``pyproject.toml``): ``import verl`` imports this module, which regist
   depend on the data-parallel layout).
 
 Each estimator sums ``token_level_rewards`` over the response to one score per response, groups
-responses by verl's per-prompt ``index`` (uids), calls the rlnb function, and returns
+responses by verl's per-prompt ``index`` (uids), calls the estimator registered under that name in
+``rlnb.estimators.registry`` (every one that needs no input beyond scores, mask and groups; a
+user's own, registered before ``import verl``, included), and returns
 ``(advantages, returns)``, both the per-response advantage spread over ``response_mask``, as verl's
 outcome estimators do. ``rlnb_grpo``, ``rlnb_dr_grpo``, ``rlnb_rloo`` and ``rlnb_passk`` equal verl's
 ``grpo`` (eps 1e-6), ``grpo`` with ``norm_adv_by_std_in_grpo=False``, ``rloo`` and ``grpo_passk``
@@ -41,8 +43,8 @@ import numpy as np
 import torch
 from verl.trainer.ppo.core_algos import register_adv_est, register_policy_loss
 
-from rlnb.estimators import group as G
 from rlnb.estimators.losses import AGG_MODES, policy_loss
+from rlnb.estimators.registry import ESTIMATORS, AdvantageInputs, compute_advantages
 
 QAE_QUANTILES = tuple(round(0.1 * i, 1) for i in range(1, 10))
 
@@ -55,8 +57,8 @@ def group_ids_from_index(index) -> torch.Tensor:
     return torch.as_tensor(ids.reshape(-1), dtype=torch.long)
 
 
-def outcome_estimator(fn, **kwargs):
-    """A verl advantage estimator from an rlnb group function ``fn(scores, group_ids=..., **kw)``."""
+def outcome_estimator(name: str, **options):
+    """A verl advantage estimator from rlnb's registered estimator ``name`` (with ``options``)."""
 
     def estimator(token_level_rewards, response_mask, index=None, config=None, **_):
         if token_level_rewards.shape != response_mask.shape:
@@ -67,26 +69,23 @@ def outcome_estimator(fn, **kwargs):
         scores = token_level_rewards.sum(dim=-1)
         with torch.no_grad():
             ids = group_ids_from_index(index).to(scores.device)
-            adv = fn(scores, group_ids=ids, **kwargs)
-            adv = G.broadcast_to_tokens(adv, response_mask)
+            inputs = AdvantageInputs(scores, response_mask, group_ids=ids)
+            adv = compute_advantages(name, inputs, **options)
         return adv, adv
 
-    estimator.__name__ = f"rlnb_{fn.__name__}"
-    estimator.__doc__ = f"verl adapter of rlnb.estimators.group.{fn.__name__} {kwargs or ''}"
+    estimator.__name__ = f"rlnb_{name}"
+    estimator.__doc__ = f"verl adapter of rlnb's registered estimator {name!r} {options or ''}"
     return estimator
 
 
-ESTIMATORS = {
-    "rlnb_grpo": outcome_estimator(G.grpo),
-    "rlnb_dr_grpo": outcome_estimator(G.dr_grpo),
-    "rlnb_rloo": outcome_estimator(G.rloo),
-    "rlnb_reinforce_pp": outcome_estimator(G.reinforce_pp_baseline),
-    "rlnb_lite_ppo": outcome_estimator(G.lite_ppo),
-    "rlnb_passk": outcome_estimator(G.passk_advantages),
-    "rlnb_qae": outcome_estimator(G.qae, k=0.4),
-    **{f"rlnb_qae_k{round(100 * k)}": outcome_estimator(G.qae, k=k) for k in QAE_QUANTILES},
+# every registered estimator that needs nothing verl does not hand over (scores, mask, uids)
+VERL_ESTIMATORS = {
+    f"rlnb_{name}": outcome_estimator(name) for name, est in ESTIMATORS.items() if not est.needs
 }
-for _name, _fn in ESTIMATORS.items():
+VERL_ESTIMATORS.update(
+    {f"rlnb_qae_k{round(100 * k)}": outcome_estimator("qae", k=k) for k in QAE_QUANTILES}
+)
+for _name, _fn in VERL_ESTIMATORS.items():
     register_adv_est(_name)(_fn)
 
 
@@ -149,4 +148,4 @@ def rlnb_policy_loss(
     return loss, metrics
 
 
-__all__ = ["ESTIMATORS", "QAE_QUANTILES", "group_ids_from_index", "rlnb_policy_loss"]
+__all__ = ["VERL_ESTIMATORS", "QAE_QUANTILES", "group_ids_from_index", "rlnb_policy_loss"]

@@ -9,8 +9,13 @@ import numpy as np
 import pandas as pd
 import torch
 
-from rlnb.envs.bandits import ESTIMATORS, estimator_fn
 from rlnb.estimators.losses import AGG_MODES, aggregate
+from rlnb.estimators.registry import (
+    AdvantageInputs,
+    accepted_options,
+    compute_advantages,
+    outcome_estimators,
+)
 from rlnb.widgets.base import explorer
 
 
@@ -28,28 +33,33 @@ def parse_rewards(text: str) -> torch.Tensor:
 
 
 def group_advantage_table(
-    rewards, estimators=ESTIMATORS, qae_k: float = 0.4, reference: float = 0.5
+    rewards, estimators=None, qae_k: float = 0.4, reference: float = 0.5
 ) -> pd.DataFrame:
-    """The callback (pure): advantages of one group under each estimator, one row per estimator,
-    one column per response. PVPO uses the fixed ``reference`` value."""
+    """The callback (pure): advantages of one group under each estimator (default:
+    ``outcome_estimators()``), one row per estimator, one column per response. PVPO uses the fixed
+    ``reference`` value."""
     r = (
         parse_rewards(rewards)
         if isinstance(rewards, str)
         else torch.as_tensor(rewards, dtype=torch.float64)
     )
+    inputs = AdvantageInputs(
+        r, group_size=len(r), extras={"reference_values": torch.full_like(r, reference)}
+    )
     rows = {}
-    for name in estimators:
-        ref = torch.full_like(r, reference)
-        rows[name] = estimator_fn(name, qae_k)(r, len(r), ref).numpy()
+    for name in estimators or outcome_estimators():
+        adv = compute_advantages(name, inputs, **accepted_options(name, k=qae_k))
+        rows[name] = adv[:, 0].numpy()
     return pd.DataFrame(rows, index=[f"r={v:g}" for v in r.tolist()]).T
 
 
 def group_explorer(rewards: str = "1, 0, 0, 0", qae_k: float = 0.4) -> W.VBox:
     """Type a group's rewards, pick estimators, move QAE's k; bars of each estimator's advantages."""
+    names = outcome_estimators()
     controls = {
         "rewards": W.Text(value=rewards, description="rewards", continuous_update=False),
         "estimators": W.SelectMultiple(
-            options=ESTIMATORS, value=ESTIMATORS, description="estimators", rows=4
+            options=names, value=names, description="estimators", rows=4
         ),
         "qae_k": W.FloatSlider(
             value=qae_k, min=0.05, max=0.95, step=0.05, description="QAE k", continuous_update=False

@@ -54,9 +54,24 @@ def test_import_verl_alone_registers_the_rlnb_names():
     assert out.stdout.split() == ["ok", str(len(NAMES))]
 
 
+def test_an_estimator_registered_before_import_verl_is_carried():
+    code = (
+        "import torch\n"
+        "from rlnb.estimators import register_estimator\n"
+        "register_estimator('mine')(lambda inputs: 2.0 * inputs.mask)\n"
+        "import verl\n"
+        "from verl.trainer.ppo.core_algos import get_adv_estimator_fn\n"
+        "adv, _ = get_adv_estimator_fn('rlnb_mine')(torch.ones(2, 3), torch.ones(2, 3), ['a', 'b'])\n"
+        "print(adv.sum().item())\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split()[-1] == "12.0"
+
+
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_each_registered_estimator_equals_the_direct_rlnb_call(seed):
-    from rlnb.integrations.verl import ESTIMATORS
+    from rlnb.integrations.verl import QAE_QUANTILES, VERL_ESTIMATORS
 
     rewards, mask, index, scores, ids = grouped_batch(seed, min_group=1, binary=seed != 2)
     direct = {
@@ -69,9 +84,11 @@ def test_each_registered_estimator_equals_the_direct_rlnb_call(seed):
         "rlnb_qae": G.qae(scores, k=0.4, group_ids=ids),
         **{f"rlnb_qae_k{round(100 * k)}": G.qae(scores, k=k, group_ids=ids) for k in (0.1, 0.9)},
     }
+    quantiles = {f"rlnb_qae_k{round(100 * k)}" for k in QAE_QUANTILES}
+    assert set(VERL_ESTIMATORS) == set(direct) | quantiles  # today's names, from the registry
     for name, want in direct.items():
         fn = core_algos.get_adv_estimator_fn(name)
-        assert fn is ESTIMATORS[name]
+        assert fn is VERL_ESTIMATORS[name]
         adv, ret = fn(token_level_rewards=rewards, response_mask=mask, index=index, config=None)
         torch.testing.assert_close(adv, want[:, None] * mask, atol=0, rtol=0, msg=name)
         torch.testing.assert_close(ret, adv, atol=0, rtol=0)
