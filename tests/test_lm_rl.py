@@ -9,16 +9,15 @@ import torch
 
 from rlnb.decoding import sample
 from rlnb.envs.tasks import Addition
+from rlnb.estimators import last_token, token_gae
 from rlnb.models.lm import load_reasoner
 from rlnb.train import lm_rl
 from rlnb.train.lm_rl import (
-    ALGORITHMS,
     RLConfig,
     ValueModel,
+    algorithms,
     critic_error_by_position,
     informative_prompts,
-    last_token,
-    token_gae,
     train,
 )
 
@@ -67,7 +66,7 @@ def small(**kw):
     return RLConfig(steps=1, prompts_per_step=4, group_size=8, eval_prompts=8, progress=False, **kw)
 
 
-@pytest.mark.parametrize("algorithm", ALGORITHMS)
+@pytest.mark.parametrize("algorithm", algorithms())
 def test_one_step_of_every_algorithm_changes_the_policy_and_stays_finite(reasoner, algorithm):
     model, tok = reasoner
     model = copy.deepcopy(model)
@@ -77,7 +76,7 @@ def test_one_step_of_every_algorithm_changes_the_policy_and_stays_finite(reasone
     assert 0 < row.reward < 1  # the group has a success and a failure: a gradient exists
     assert torch.isfinite(torch.tensor([row.loss, row.grad_norm, row.entropy])).all()
     assert any(not torch.equal(b, p) for b, p in zip(before, model.parameters()))
-    assert (critic is not None) == (algorithm == "ppo")
+    assert (critic is not None) == (algorithm in ("ppo", "gae"))
 
 
 def test_same_seed_same_run(reasoner):
@@ -220,3 +219,119 @@ def test_resume_reproduces_the_uninterrupted_run(reasoner, tmp_path):
     assert (tmp_path / "critic.safetensors").exists() and (tmp_path / "history.csv").exists()
     again, _ = train(copy.deepcopy(model), tok, Addition(2), ckpt)  # finished: nothing more to do
     assert again.step.tolist() == [0, 1, 2, 3, 4]
+
+
+def tiny_run(**kw):
+    cfg = dict(steps=2, prompts_per_step=4, group_size=8, eval_prompts=8, eval_every=2)
+    return RLConfig(**{**cfg, "progress": False, "lr": 1e-3, "seed": 5, **kw})
+
+
+@pytest.mark.parametrize("algorithm", ["grpo", "ppo"])
+def test_extending_a_finished_run_equals_one_longer_run(reasoner, tmp_path, algorithm):
+    """A finished 2-step run continued to 4 steps on its checkpoint = one 4-step run: every step
+    is trained once (today's code skipped step 2, taking the 2-step run's final evaluation row
+    for a trained step)."""
+    model, tok = reasoner
+    full, _ = train(copy.deepcopy(model), tok, Addition(2), tiny_run(algorithm=algorithm, steps=4))
+    ckpt = dict(algorithm=algorithm, checkpoint_dir=str(tmp_path), checkpoint_every=0)
+    policy = copy.deepcopy(model)
+    short, _ = train(policy, tok, Addition(2), tiny_run(**ckpt))
+    assert short.step.tolist() == [0, 1, 2] and short.loss.iloc[-1] != short.loss.iloc[-1]  # NaN
+    longer, _ = train(copy.deepcopy(model), tok, Addition(2), tiny_run(**ckpt, steps=4))
+    assert longer.step.tolist() == full.step.tolist() == [0, 1, 2, 3, 4]
+    cols = ["step", "reward", "loss", "grad_norm", "entropy", "clip_frac", "pass1"]
+    torch.testing.assert_close(
+        torch.tensor(longer[cols].to_numpy(float)),
+        torch.tensor(full[cols].to_numpy(float)),
+        equal_nan=True,
+    )
+    assert longer.loss.iloc[:4].notna().all()  # step 2 was trained
+
+
+def test_continuing_with_a_different_run_is_refused(reasoner, tmp_path):
+    model, tok = reasoner
+    ckpt = dict(steps=1, checkpoint_dir=str(tmp_path))
+    train(copy.deepcopy(model), tok, Addition(2), tiny_run(**ckpt))
+    with pytest.raises(ValueError, match=r"lr: 0\.001 → 0\.01.*seed: 5 → 6"):
+        train(copy.deepcopy(model), tok, Addition(2), tiny_run(**ckpt, lr=1e-2, seed=6))
+    with pytest.raises(ValueError, match="task"):
+        train(copy.deepcopy(model), tok, Addition(3), tiny_run(**ckpt))
+    with pytest.raises(ValueError, match="algorithm"):
+        train(copy.deepcopy(model), tok, Addition(2), tiny_run(**ckpt, algorithm="rloo"))
+    again, _ = train(  # what may change: steps, eval_every, progress, checkpoint_every
+        copy.deepcopy(model), tok, Addition(2), tiny_run(**ckpt, eval_every=1, checkpoint_every=7)
+    )
+    assert again.step.tolist() == [0, 1]
+    longer, _ = train(copy.deepcopy(model), tok, Addition(2), tiny_run(**{**ckpt, "steps": 3}))
+    assert longer.step.tolist() == [0, 1, 2, 3]
+    with pytest.raises(ValueError, match="steps: the checkpoint has trained 3 steps"):
+        train(copy.deepcopy(model), tok, Addition(2), tiny_run(**{**ckpt, "steps": 2}))
+
+
+@pytest.fixture
+def last_token_estimator():
+    """Registered from outside rlnb, as a user would: advantage 1 on the last token only."""
+    from rlnb.estimators import ESTIMATORS, register_estimator
+
+    calls = []
+
+    @register_estimator("test_last_token_bonus")
+    def last_token_bonus(inputs):
+        adv = last_token(inputs.mask).float()
+        calls.append(adv)
+        return adv
+
+    yield "test_last_token_bonus", calls
+    del ESTIMATORS["test_last_token_bonus"]
+
+
+def test_a_users_estimator_trains_by_name(reasoner, last_token_estimator, monkeypatch):
+    name, calls = last_token_estimator
+    model, tok = reasoner
+    seen, real_update = [], lm_rl.update
+
+    def spy(model, optimizer, batch, adv, *args):
+        seen.append(adv)
+        return real_update(model, optimizer, batch, adv, *args)
+
+    monkeypatch.setattr(lm_rl, "update", spy)
+    policy = copy.deepcopy(model)
+    before = [p.detach().clone() for p in policy.parameters()]
+    history, critic = train(policy, tok, Addition(2), tiny_run(algorithm=name))
+    assert critic is None and len(calls) == 2 and history.loss.iloc[:2].notna().all()
+    for adv in seen:  # what the update received: 1 on each completion's last token, 0 elsewhere
+        assert (adv.sum(1) == 1).all() and set(adv.unique().tolist()) == {0.0, 1.0}
+    assert any(not torch.equal(b, p) for b, p in zip(before, policy.parameters()))
+
+
+def test_a_custom_rollout_function_plugs_in(reasoner):
+    """A rollout that rewards every completion of the first prompt, whatever it says: the reward
+    the trainer logs is that of the custom rollout."""
+    model, tok = reasoner
+    prompts_seen = []
+
+    def first_prompt_wins(model, tokenizer, task, prompts, config, step):
+        batch = lm_rl.rollout(model, tokenizer, task, prompts, config, step)
+        prompts_seen.append(list(prompts))
+        batch.scores = torch.zeros_like(batch.scores)
+        batch.scores[: config.group_size] = 1.0
+        return batch
+
+    cfg = tiny_run()
+    history, _ = train(copy.deepcopy(model), tok, Addition(2), cfg, rollout_fn=first_prompt_wins)
+    assert len(prompts_seen) == 2 and all(len(p) == 4 for p in prompts_seen)
+    assert history.reward.iloc[:2].tolist() == [0.25, 0.25]
+
+
+def test_the_progress_bar_reaches_its_total(reasoner, monkeypatch):
+    """Every step is a step of the bar: it ends at 100 %, not at "99 %" with a break."""
+    model, tok = reasoner
+    bars, real = [], lm_rl.tqdm
+
+    def spy(*args, **kwargs):
+        bars.append(real(*args, **kwargs))
+        return bars[-1]
+
+    monkeypatch.setattr(lm_rl, "tqdm", spy)
+    train(copy.deepcopy(model), tok, Addition(2), tiny_run(progress=True))
+    assert len(bars) == 1 and bars[0].n == bars[0].total == 2

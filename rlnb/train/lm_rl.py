@@ -1,45 +1,51 @@
-"""RL for a causal LM on a verifiable task: one trainer, where only the advantage estimator changes.
+"""RL for a causal LM on a verifiable task, in three stages: rollout → advantages → update.
 
-Each step draws ``prompts_per_step`` train prompts, samples ``group_size`` completions for each
-(``rlnb.decoding.sample``, KV cache), scores them with the task's verifier and computes advantages:
+Each step draws ``prompts_per_step`` train prompts (``draw_prompts``) and then
 
-- value-free (``grpo``, ``dr_grpo``, ``rloo``, ``reinforce_pp``, ``lite_ppo``, ``qae``, ``pvpo``):
-  one number per completion from ``rlnb.estimators.group`` (via the same table the prompt bandit
-  uses), spread over its tokens. ``pvpo``'s reference value of a prompt is the mean reward of
-  ``reference_rollouts`` samples from the frozen initial policy ("PVPO: Pre-Estimated Value-Based
-  Policy Optimization for Agentic Reasoning"), refreshed every ``reference_every`` steps; with
-  ``pvpo_filter`` each step draws 4× the prompts and trains on those the frozen policy neither
-  always nor never solves (``informative_prompts``), as PVPO filters its data;
-- ``ppo``: a critic of our own, ``ValueModel`` — a copy of the policy's transformer trunk with a
-  per-token value head read from the state before each token (a copy rather than a shared trunk,
-  so the value loss cannot disturb the policy's features, and rather than a separate small model
-  because the copy starts from features that already read the task). Token-level GAE
-  (``rlnb.estimators.gae``, γ = 1, λ = ``lam``; the reward arrives on the last token and nothing
-  bootstraps past it) and a clipped value loss.
+1. ``rollout``: samples ``group_size`` completions for each (``rlnb.decoding.sample``, KV cache)
+   and scores them with the task's verifier → a ``Rollout``. Another sampler (a tree sampler, say)
+   plugs in as ``train(..., rollout_fn=...)``: any function with ``rollout``'s signature.
+2. ``advantages``: token-level advantages ``[B, T]`` from the estimator registered under
+   ``config.algorithm`` in ``rlnb.estimators.registry`` (a user's own included):
+   value-free group baselines (``grpo``, ``dr_grpo``, ``rloo``, ``reinforce_pp``, ``lite_ppo``,
+   ``qae``, ``passk``, ``pvpo``: one number per completion spread over its tokens), or ``ppo``,
+   which is the ``gae`` estimator with a critic of our own, ``ValueModel`` — a copy of the
+   policy's transformer trunk with a per-token value head read from the state before each token (a
+   copy rather than a shared trunk, so the value loss cannot disturb the policy's features, and
+   rather than a separate small model because the copy starts from features that already read the
+   task): token-level GAE (γ = 1, λ = ``lam``; the reward arrives on the last token and nothing
+   bootstraps past it). ``pvpo``'s reference value of a prompt is the mean reward of
+   ``reference_rollouts`` samples from the frozen initial policy ("PVPO: Pre-Estimated
+   Value-Based Policy Optimization for Agentic Reasoning"), refreshed every ``reference_every``
+   steps; with ``pvpo_filter`` each step draws 4× the prompts and trains on those the frozen policy
+   neither always nor never solves (``informative_prompts``), as PVPO filters its data.
+3. ``update``: ``epochs`` passes of ``minibatches`` Adam steps (minibatches of whole groups, so
+   that ``rlnb.decoding.completion_logprobs`` runs each prompt once) on
+   ``rlnb.estimators.policy_loss`` (clipped surrogate, aggregation ``agg``), plus ``kl_coef`` times
+   ``kl_penalty`` against ``ref_model`` when one is given, plus the critic's clipped value loss
+   towards ``returns = advantages + values``. With one pass of one minibatch the update is exactly
+   on-policy, so ``π_old`` is the current policy detached (ratio 1, as TRL does with
+   ``num_iterations=1``), and the sampling pass itself, run with gradients, gives the log-probs to
+   differentiate: no second forward pass. On CUDA the forward passes run under bf16 autocast.
 
-The policy (and critic) then take ``epochs`` passes of ``minibatches`` Adam steps (minibatches
-of whole groups, so that ``rlnb.decoding.completion_logprobs`` runs each prompt once) on
-``rlnb.estimators.policy_loss`` (clipped surrogate, aggregation ``agg``) plus ``kl_coef`` times
-``kl_penalty`` against ``ref_model`` when one is given. With one pass of one minibatch the
-update is exactly on-policy, so ``π_old`` is the current policy detached (ratio 1, as TRL does
-with ``num_iterations=1``), and the sampling pass itself, run with gradients, gives the log-probs
-to differentiate: no second forward pass. On CUDA the forward passes run under bf16 autocast.
-
-With ``checkpoint_dir``, every ``checkpoint_every`` steps (and at the end) the policy, the critic,
-PVPO's frozen policy, Adam's state (all safetensors), the step, PVPO's reference values
-(``state.json``) and the history (``history.csv``) are written there; calling ``train`` again with
-the same config resumes from them and, on CPU, reproduces the uninterrupted run (sampling and
-minibatch order are seeded by the step number).
+With ``checkpoint_dir``, every ``checkpoint_every`` steps and at the end the policy, the critic,
+PVPO's frozen policy, Adam's state (all safetensors), the step, PVPO's reference values and what
+defines the run (``state.json``) and the history (``history.csv``) are written there. Calling
+``train`` again on that directory continues the run: on CPU exactly as if it had never stopped
+(sampling and minibatch order are seeded by the step number), also when ``steps`` grew (a finished
+2-step run extended to 4 equals one 4-step run). A config that changes what is computed is
+refused; only ``RESUMABLE_FIELDS`` may differ.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
+import hashlib
 import json
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -48,57 +54,69 @@ from safetensors.torch import load_file, load_model, save_file, save_model
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from rlnb.decoding.sampling import (
-    Samples,
-    completion_logprobs,
-    grouped_forward,
-    position_ids_from_mask,
-    sample,
-)
+from rlnb.decoding.sampling import Samples, completion_logprobs, sample
 from rlnb.decoding.selection import count_correct
-from rlnb.envs.bandits import ESTIMATORS, estimator_fn
-from rlnb.estimators.advantages import gae
 from rlnb.estimators.losses import AGG_MODES, KL_KINDS, aggregate, kl_penalty, policy_loss
+from rlnb.estimators.registry import (
+    ESTIMATORS,
+    AdvantageInputs,
+    accepted_options,
+    compute_advantages,
+    get_estimator,
+)
+from rlnb.models.forward import grouped_forward, position_ids_from_mask
 
-ALGORITHMS = (*ESTIMATORS, "ppo")
+
+def algorithms() -> tuple[str, ...]:
+    """What ``RLConfig.algorithm`` accepts: every registered estimator, and ``ppo`` (= ``gae``)."""
+    return (*ESTIMATORS, "ppo")
+
+
+def estimator_name(algorithm: str) -> str:
+    """The registered estimator behind an algorithm name: ``ppo`` is ``gae`` with a critic."""
+    return "gae" if algorithm == "ppo" else algorithm
 
 
 @dataclass
 class RLConfig:
-    algorithm: str = "grpo"  # one of ALGORITHMS
-    steps: int = 50  # sampling rounds
+    """One RL run. Fields in ``RESUMABLE_FIELDS`` may change when a checkpointed run continues;
+    any other change is refused (it would change what is computed)."""
+
+    algorithm: str = "grpo"  # a registered estimator (rlnb.estimators.registry) or "ppo" (= "gae")
+    steps: int = 50  # sampling rounds, each followed by one update
     group_size: int = 8  # completions per prompt
-    prompts_per_step: int = 16
-    lr: float = 1e-4  # Adam, policy (and critic)
-    warmup_steps: int = (
-        10  # linear learning-rate warm-up: Adam's first steps move every weight by ~lr
-    )
-    clip_low: float = 0.2
-    clip_high: float | None = None  # None: = clip_low
+    prompts_per_step: int = 16  # prompts per round
+    lr: float = 1e-4  # Adam, policy (and critic, see value_lr)
+    warmup_steps: int = 10  # linear lr warm-up: Adam's first steps move every weight by ~lr
+    clip_low: float = 0.2  # PPO clip: ratio ≥ 1 − clip_low
+    clip_high: float | None = None  # PPO clip: ratio ≤ 1 + clip_high; None: = clip_low
     epochs: int = 1  # passes over each round's samples
-    minibatches: int = 1  # Adam steps per pass
-    kl_kind: str = "k3"
-    kl_coef: float = 0.0  # needs ref_model when > 0
-    agg: str = "token-mean"
-    temperature: float = 1.0
-    max_new_tokens: int | None = None  # None: the task's
-    qae_k: float = 0.4
-    lam: float = 1.0  # GAE λ (ppo)
+    minibatches: int = 1  # Adam steps per pass (whole groups each)
+    kl_kind: str = "k3"  # KL estimator for the penalty (rlnb.estimators.losses.KL_KINDS)
+    kl_coef: float = 0.0  # weight of the KL penalty to ref_model (needs ref_model when > 0)
+    agg: str = "token-mean"  # loss aggregation (rlnb.estimators.losses.AGG_MODES)
+    temperature: float = 1.0  # sampling temperature (the log-probs are those of this policy)
+    max_new_tokens: int | None = None  # completion length cap; None: the task's
+    qae_k: float = 0.4  # the quantile of the qae estimator (its option k)
+    lam: float = 1.0  # GAE λ of the gae estimator (ppo; its option lam)
     value_clip: float = 0.2  # clipped value loss (ppo)
     value_lr: float = 1e-4  # Adam for the critic (ppo)
     reference_rollouts: int = 8  # pvpo: samples per prompt for the reference value
     reference_every: int = 0  # pvpo: refresh the reference every this many steps (0: never)
     pvpo_filter: bool = False  # pvpo: prefer prompts whose reference accuracy is in (0, 1)
-    eval_every: int = 10  # greedy pass@1 on held-out prompts every this many steps
-    eval_prompts: int = 128
-    checkpoint_dir: str | None = None  # save here, and resume from here if a checkpoint exists
-    checkpoint_every: int = 50
-    seed: int = 0
-    progress: bool = True
+    eval_every: int = 10  # greedy pass@1 on held-out prompts every this many steps, and at the end
+    eval_prompts: int = 128  # held-out prompts for that evaluation
+    checkpoint_dir: str | None = None  # save here, and continue from here if a checkpoint exists
+    checkpoint_every: int = 50  # steps between checkpoints (0: only at the end)
+    seed: int = 0  # seeds prompts, sampling, minibatch order and the critic
+    progress: bool = True  # a tqdm bar over the steps
 
     def __post_init__(self):
-        if self.algorithm not in ALGORITHMS:
-            raise ValueError(f"algorithm: expected one of {ALGORITHMS}, got {self.algorithm!r}")
+        if self.algorithm not in algorithms():
+            raise ValueError(
+                f"algorithm: expected 'ppo' or a registered estimator {tuple(ESTIMATORS)}, "
+                f"got {self.algorithm!r}"
+            )
         if self.kl_kind not in KL_KINDS:
             raise ValueError(f"kl_kind: expected one of {KL_KINDS}, got {self.kl_kind!r}")
         if self.agg not in AGG_MODES:
@@ -112,6 +130,9 @@ class RLConfig:
             raise ValueError(f"pvpo_filter: only for algorithm 'pvpo', got {self.algorithm!r}")
         if not self.temperature > 0 or self.kl_coef < 0 or not self.lr > 0:
             raise ValueError("temperature, kl_coef, lr: expected > 0, ≥ 0 and > 0")
+
+
+RESUMABLE_FIELDS = ("steps", "eval_every", "progress", "checkpoint_every", "checkpoint_dir")
 
 
 class ValueModel(nn.Module):
@@ -151,7 +172,7 @@ class ValueModel(nn.Module):
         self, prompt_ids, prompt_mask, completion_ids, response_mask, group_size: int = 1
     ) -> Tensor:
         """``forward(...)[:, P:]`` (``[B, T]``), each distinct prompt run once through the trunk
-        (``rlnb.decoding.grouped_forward``; rows in groups of ``group_size`` sharing a prompt)."""
+        (``rlnb.models.forward.grouped_forward``; rows in groups of ``group_size`` sharing a prompt)."""
         if prompt_ids.shape[1] < 2:
             raise ValueError("prompt_ids: expected at least 2 columns (the value reads h_{t-2})")
         states = grouped_forward(
@@ -161,26 +182,177 @@ class ValueModel(nn.Module):
         return self.head(states.float()).gather(-1, token[..., None]).squeeze(-1)
 
 
-def last_token(response_mask: Tensor) -> Tensor:
-    """``[B, T]`` bool: True at each row's last response token."""
-    last = response_mask.long().cumsum(1).argmax(1)  # the first index where the count peaks
-    return torch.zeros(response_mask.shape, dtype=torch.bool, device=response_mask.device).scatter(
-        1, last[:, None], True
-    )
+def _autocast(device: torch.device):
+    return torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
 
 
-def token_gae(scores: Tensor, values: Tensor, response_mask: Tensor, lam: float):
-    """Token-level GAE over ``[B, T]`` positions with γ = 1: the score is the reward of the last
-    response token, which is terminal (no bootstrap past the end). Returns ``(advantages,
-    returns)``, 0 off the mask."""
-    mask = response_mask.to(values.dtype)
-    terminated = last_token(response_mask)
-    rewards = terminated.to(values.dtype) * scores.to(values.dtype)[:, None]
-    next_values = torch.cat([values[:, 1:], torch.zeros_like(values[:, :1])], 1) * mask
-    out = gae(
-        rewards, values * mask, next_values, terminated, torch.zeros_like(terminated), 1.0, lam
+@dataclass
+class Rollout:
+    """One round of scored completions: what ``advantages`` and ``update`` read.
+
+    ``samples`` rows come in groups of ``group_size`` sharing a prompt; ``scores [B]`` the
+    verifier's rewards. ``on_policy``: the update is one Adam step on these samples, and
+    ``samples.logprobs``/``samples.entropy`` carry the sampling pass's graph (the update
+    differentiates them; no second forward pass). ``values [B, T]``: the critic's ``V(x_<t)`` at
+    sampling time (filled by ``advantages`` when it is given a critic). ``extras``: inputs a
+    particular estimator needs (``AdvantageInputs.extras``; e.g. PVPO's ``reference_values``).
+    """
+
+    samples: Samples
+    scores: Tensor
+    group_size: int
+    on_policy: bool
+    values: Tensor | None = None
+    extras: dict = field(default_factory=dict)
+
+
+def rollout(model, tokenizer, task, prompts: list[str], config: RLConfig, step: int) -> Rollout:
+    """Stage 1: ``config.group_size`` completions per prompt (seeded by ``config.seed`` and
+    ``step``), scored by ``task.rewards``. On-policy (one epoch of one minibatch) the sampling pass
+    keeps its graph. Any function with this signature can replace it (``train(rollout_fn=...)``)."""
+    device = next(model.parameters()).device
+    on_policy = config.epochs == 1 and config.minibatches == 1  # one update: π_old = π
+    with _autocast(device):
+        s = sample(
+            model, tokenizer, prompts, n=config.group_size, max_new_tokens=config.max_new_tokens,
+            temperature=config.temperature, seed=config.seed * 100_003 + step, with_grad=on_policy,
+        )  # fmt: skip
+    scores = torch.tensor(task.rewards(s.prompts, s.text), device=device)
+    return Rollout(s, scores, config.group_size, on_policy)
+
+
+def _logprobs(policy, batch: Rollout, rows: Tensor, temperature: float, with_entropy=False):
+    """Log-probs (and entropies) of ``rows``' completions under ``policy``, whole groups."""
+    s = batch.samples
+    return completion_logprobs(
+        policy, s.prompt_ids[rows], s.prompt_mask[rows], s.completion_ids[rows],
+        s.response_mask[rows], batch.group_size, temperature, with_entropy,
+    )  # fmt: skip
+
+
+def _values(critic: ValueModel, batch: Rollout, rows: Tensor) -> Tensor:
+    s = batch.samples
+    return critic.completion_values(
+        s.prompt_ids[rows], s.prompt_mask[rows], s.completion_ids[rows], s.response_mask[rows],
+        batch.group_size,
+    )  # fmt: skip
+
+
+def advantages(
+    batch: Rollout, estimator: str, critic: ValueModel | None = None, **options
+) -> Tensor:
+    """Stage 2: token-level advantages ``[B, T]`` from the registered ``estimator`` (with its
+    ``options``), 0 off the response mask. With a ``critic``, its values of the sampled
+    completions are computed first (no gradient) and kept in ``batch.values`` for the update."""
+    s = batch.samples
+    if critic is not None and batch.values is None:
+        every = torch.arange(len(batch.scores), device=batch.scores.device)
+        with torch.no_grad(), _autocast(batch.scores.device):
+            batch.values = _values(critic, batch, every) * s.response_mask
+    inputs = AdvantageInputs(
+        batch.scores.float(),
+        s.response_mask,
+        group_size=batch.group_size,
+        values=None if batch.values is None else batch.values.float(),
+        extras=batch.extras,
     )
-    return out.advantages * mask, out.returns * mask
+    return compute_advantages(estimator, inputs, **options)
+
+
+def update(
+    model, optimizer, batch: Rollout, adv: Tensor, config: RLConfig, step: int,
+    critic: ValueModel | None = None, ref_model=None,
+) -> dict[str, float]:  # fmt: skip
+    """Stage 3: ``config.epochs`` passes of ``config.minibatches`` Adam steps (whole groups) on the
+    clipped policy loss, the KL penalty to ``ref_model`` (when given) and the critic's clipped
+    value loss towards ``adv + batch.values`` (when given). The learning rate warms up linearly
+    with ``step``. Returns the means of ``loss``, ``clip_frac``, ``grad_norm``, ``entropy`` and
+    ``kl`` (k3 to ``ref_model``; NaN without one)."""
+    cfg, resp = config, batch.samples.response_mask
+    device = resp.device
+    every = torch.arange(len(batch.scores), device=device)
+    with torch.no_grad(), _autocast(device):
+        old_logp = None if batch.on_policy else _logprobs(model, batch, every, cfg.temperature)
+        ref_logp = (
+            None if ref_model is None else _logprobs(ref_model, batch, every, cfg.temperature)
+        )
+    if critic is not None:
+        old_values = batch.values
+        returns = (adv + old_values) * resp
+    for group in optimizer.param_groups:  # a function of the step, so resuming needs no state
+        group["lr"] = group["base_lr"] * min(1.0, (step + 1) / max(cfg.warmup_steps, 1))
+    stats = {"loss": [], "clip_frac": [], "grad_norm": [], "entropy": [], "kl": []}
+    n = batch.group_size
+    g = torch.Generator().manual_seed(cfg.seed * 100_003 + step)
+    for _ in range(cfg.epochs):  # minibatches of whole groups, so each prompt runs once
+        for picked in torch.randperm(len(batch.scores) // n, generator=g).chunk(cfg.minibatches):
+            idx = (picked[:, None] * n + torch.arange(n)).flatten().to(device)
+            with _autocast(device):
+                if batch.on_policy:
+                    logp, entropy = batch.samples.logprobs[idx], batch.samples.entropy[idx]
+                else:
+                    logp, entropy = _logprobs(model, batch, idx, cfg.temperature, True)
+                pl = policy_loss(
+                    logp, logp.detach() if batch.on_policy else old_logp[idx], adv[idx],
+                    resp[idx], cfg.clip_low, cfg.clip_high, agg=cfg.agg,
+                )  # fmt: skip
+                loss = pl.loss
+                if ref_logp is not None:
+                    kl = kl_penalty(logp, ref_logp[idx], cfg.kl_kind)
+                    k3 = kl if cfg.kl_kind == "k3" else kl_penalty(logp, ref_logp[idx], "k3")
+                    stats["kl"].append(aggregate(k3.detach(), resp[idx]))
+                    loss = loss + cfg.kl_coef * aggregate(kl, resp[idx], cfg.agg)
+                if critic is not None:
+                    v = _values(critic, batch, idx)
+                    v_clip = old_values[idx] + (v - old_values[idx]).clamp(
+                        -cfg.value_clip, cfg.value_clip
+                    )
+                    v_loss = 0.5 * torch.maximum(
+                        (v - returns[idx]) ** 2, (v_clip - returns[idx]) ** 2
+                    )
+                    loss = loss + aggregate(v_loss, resp[idx])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            stats["grad_norm"].append(torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0))
+            if critic is not None:  # apart, so value gradients do not shrink the policy's
+                torch.nn.utils.clip_grad_norm_(critic.parameters(), 1.0)
+            optimizer.step()
+            stats["loss"].append(loss.detach())
+            stats["clip_frac"].append(pl.clip_frac)
+            stats["entropy"].append(aggregate(entropy.detach(), resp[idx]))
+    return {
+        k: torch.stack(v).float().mean().item() if v else float("nan") for k, v in stats.items()
+    }
+
+
+class PVPOReference:
+    """PVPO's reference value of a prompt: the mean reward of ``config.reference_rollouts``
+    samples from a frozen copy of the initial policy, cached per prompt and cleared every
+    ``config.reference_every`` steps (0: never)."""
+
+    def __init__(self, model, tokenizer, task, config: RLConfig):
+        self.frozen = copy.deepcopy(model).requires_grad_(False)
+        self.tokenizer, self.task, self.config = tokenizer, task, config
+        self.cache: dict[str, float] = {}
+        self._refreshed_at: int | None = None
+
+    def values(self, prompts: list[str], step: int) -> Tensor:
+        """``[len(prompts)]`` reference values, sampling the prompts not cached yet."""
+        cfg = self.config
+        if cfg.reference_every and step % cfg.reference_every == 0 and self._refreshed_at != step:
+            self.cache.clear()
+            self._refreshed_at = step
+        missing = [p for p in prompts if p not in self.cache]
+        if missing:
+            out = sample(
+                self.frozen, self.tokenizer, missing, n=cfg.reference_rollouts,
+                max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
+                seed=cfg.seed + 7919 * step,
+            )  # fmt: skip
+            r = torch.tensor(self.task.rewards(out.prompts, out.text)).view(len(missing), -1)
+            self.cache.update(zip(missing, r.mean(1).tolist()))
+        device = next(self.frozen.parameters()).device
+        return torch.tensor([self.cache[p] for p in prompts], device=device)
 
 
 def informative_prompts(candidates: Sequence[str], accuracy: Sequence[float], n: int) -> list[str]:
@@ -194,10 +366,30 @@ def informative_prompts(candidates: Sequence[str], accuracy: Sequence[float], n:
     return (keep + rest)[:n]
 
 
+def draw_prompts(task, config: RLConfig, step: int, reference: PVPOReference | None) -> list[str]:
+    """The step's train prompts (seeded by ``config.seed`` and ``step``); with ``pvpo_filter``,
+    4× as many candidates narrowed by ``informative_prompts``."""
+    draw = (4 if config.pvpo_filter else 1) * config.prompts_per_step
+    seed = config.seed * 100_003 + step
+    prompts = task.prompts(min(draw, len(task.split("train"))), "train", seed=seed)
+    if config.pvpo_filter:
+        accuracy = reference.values(prompts, step).tolist()
+        prompts = informative_prompts(prompts, accuracy, config.prompts_per_step)
+    return prompts
+
+
+def greedy_pass_at_1(model, tokenizer, task, prompts: list[str]) -> float:
+    """Fraction of ``prompts`` answered correctly by greedy decoding."""
+    return (
+        count_correct(model, tokenizer, task, prompts, n=1, temperature=0.0).float().mean().item()
+    )
+
+
 def save_checkpoint(
-    directory, next_step: int, model, critic, frozen, optimizer, reference, history
+    directory, next_step: int, model, critic, frozen, optimizer, reference, history, run: dict
 ):
-    """Write everything ``train`` needs to resume at ``next_step`` (see the module docstring)."""
+    """Write everything ``train`` needs to continue at ``next_step`` (see the module docstring);
+    ``run`` is ``run_identity``'s record of what the run computes."""
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
     save_model(model, str(d / "policy.safetensors"))
@@ -212,12 +404,28 @@ def save_checkpoint(
     }
     save_file(state, str(d / "optimizer.safetensors"))
     pd.DataFrame(history).to_csv(d / "history.csv", index=False)
-    (d / "state.json").write_text(json.dumps({"next_step": next_step, "reference": reference}))
+    state = {"next_step": next_step, "reference": reference, "run": run}
+    (d / "state.json").write_text(json.dumps(state))
 
 
-def load_checkpoint(directory, model, critic, frozen, optimizer) -> tuple[int, dict, list]:
-    """Restore what ``save_checkpoint`` wrote; return ``(next_step, reference, history rows)``."""
+def load_checkpoint(
+    directory, model, critic, frozen, optimizer, run: dict
+) -> tuple[int, dict, list]:
+    """Restore what ``save_checkpoint`` wrote; return ``(next_step, reference, history rows)``.
+
+    Refuses (``ValueError`` naming the fields) a checkpoint whose run differs from ``run``: only
+    ``RESUMABLE_FIELDS`` may change when a run continues."""
     d = Path(directory)
+    state = json.loads((d / "state.json").read_text())
+    saved = state.get("run", {})
+    changed = sorted(k for k in set(saved) | set(run) if saved.get(k) != run.get(k))
+    if changed:
+        diffs = ", ".join(f"{k}: {saved.get(k)!r} → {run.get(k)!r}" for k in changed)
+        raise ValueError(
+            f"config: the checkpoint in {d} belongs to a different run ({diffs}); only "
+            f"{', '.join(RESUMABLE_FIELDS)} may change when a run continues — use a new "
+            "checkpoint_dir"
+        )
     load_model(model, str(d / "policy.safetensors"))
     for name, module in (("critic", critic), ("initial_policy", frozen)):
         if module is not None:
@@ -226,9 +434,22 @@ def load_checkpoint(directory, model, critic, frozen, optimizer) -> tuple[int, d
     for key, value in load_file(str(d / "optimizer.safetensors")).items():
         i, name = key.split(".", 1)
         optimizer.state[params[int(i)]][name] = value.to(params[int(i)].device)
-    state = json.loads((d / "state.json").read_text())
     history = pd.read_csv(d / "history.csv").to_dict("records")
     return state["next_step"], state["reference"], history
+
+
+def run_identity(config: RLConfig, task, rollout_fn: Callable, ref_model) -> dict:
+    """What defines a run's computation, stored with its checkpoint: the config without
+    ``RESUMABLE_FIELDS``, the task (class and a hash of its splits), the rollout function and
+    whether there is a reference model."""
+    splits = "\n".join(task.split("train") + ["--"] + task.split("test"))
+    ident = {k: v for k, v in dataclasses.asdict(config).items() if k not in RESUMABLE_FIELDS}
+    return {
+        **ident,
+        "task": f"{type(task).__name__}:{hashlib.sha256(splits.encode()).hexdigest()[:16]}",
+        "rollout_fn": f"{rollout_fn.__module__}.{rollout_fn.__qualname__}",
+        "ref_model": ref_model is not None,
+    }
 
 
 def train(
@@ -238,176 +459,84 @@ def train(
     config: RLConfig | None = None,
     ref_model=None,
     callbacks: Sequence[Callable] = (),
+    rollout_fn: Callable[..., Rollout] = rollout,
 ) -> tuple[pd.DataFrame, ValueModel | None]:
-    """Train ``model`` in place; return ``(history, critic)`` (``critic`` is None unless ``ppo``).
+    """Train ``model`` in place; return ``(history, critic)`` (``critic`` is None unless the
+    estimator reads ``values``, as ``ppo`` does).
 
-    History, one row per step: ``step``, ``reward`` (mean sampled reward), ``pass1`` (greedy pass@1
-    on ``eval_prompts`` test prompts via ``rlnb.decoding.count_correct``, every ``eval_every`` steps
-    and at step 0, NaN in between),
-    ``entropy`` (mean per-token entropy of the sampled completions), ``kl`` (k3 estimate to
-    ``ref_model``, NaN without one), ``clip_frac``, ``grad_norm``, ``loss``, ``samples_per_s``.
+    History, one row per step (``steps`` of them), then a last row ``step = steps`` that only
+    evaluates: ``step``, ``pass1`` (greedy pass@1 on ``eval_prompts`` test prompts before the
+    step's update, every ``eval_every`` steps and at the end, NaN in between), ``reward`` (mean
+    sampled reward), ``loss``, ``clip_frac``, ``grad_norm``, ``entropy`` (mean per-token entropy of
+    the sampled completions), ``kl`` (k3 to ``ref_model``, NaN without one), ``samples_per_s``.
     Each callback is called as ``callback(step, model, row)``; raising ``StopIteration`` ends
-    training after that step.
+    training after that step (no final row). ``rollout_fn`` replaces stage 1 (see ``rollout``).
     """
     cfg = dataclasses.replace(config) if config is not None else RLConfig()
-    if cfg.max_new_tokens is None:
-        cfg.max_new_tokens = task.max_new_tokens
+    cfg.max_new_tokens = cfg.max_new_tokens or task.max_new_tokens
     if cfg.kl_coef > 0 and ref_model is None:
         raise ValueError("ref_model: needed when kl_coef > 0")
     device = next(model.parameters()).device
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
     torch.manual_seed(cfg.seed)
-    critic = ValueModel(model).to(device) if cfg.algorithm == "ppo" else None
+    estimator = estimator_name(cfg.algorithm)
+    needs = get_estimator(estimator).needs
+    critic = ValueModel(model).to(device) if "values" in needs else None
     groups = [{"params": list(model.parameters()), "base_lr": cfg.lr}]
     if critic is not None:
         groups.append({"params": list(critic.parameters()), "base_lr": cfg.value_lr})
     optimizer = torch.optim.Adam(groups, lr=cfg.lr)
-    estimator = None if cfg.algorithm == "ppo" else estimator_fn(cfg.algorithm, cfg.qae_k)
-    frozen = copy.deepcopy(model).requires_grad_(False) if cfg.algorithm == "pvpo" else None
-    reference: dict[str, float] = {}
+    options = accepted_options(estimator, k=cfg.qae_k, lam=cfg.lam)
+    ref = PVPOReference(model, tokenizer, task, cfg) if "reference_values" in needs else None
     eval_set = task.prompts(min(cfg.eval_prompts, len(task.split("test"))), "test", seed=cfg.seed)
-
-    def pvpo_reference(prompts: list[str], step: int) -> Tensor:
-        missing = [p for p in prompts if p not in reference]
-        if missing:
-            out = sample(
-                frozen, tokenizer, missing, n=cfg.reference_rollouts,
-                max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
-                seed=cfg.seed + 7919 * step,
-            )  # fmt: skip
-            r = torch.tensor(task.rewards(out.prompts, out.text)).view(len(missing), -1).mean(1)
-            reference.update(zip(missing, r.tolist()))
-        return torch.tensor([reference[p] for p in prompts], device=device)
-
-    history, first = [], 0
-    if cfg.checkpoint_dir and (Path(cfg.checkpoint_dir) / "state.json").exists():
-        first, reference, history = load_checkpoint(
-            cfg.checkpoint_dir, model, critic, frozen, optimizer
-        )
+    run = run_identity(cfg, task, rollout_fn, ref_model)
 
     def checkpoint(next_step: int):
         if cfg.checkpoint_dir:
             save_checkpoint(
-                cfg.checkpoint_dir, next_step, model, critic, frozen, optimizer, reference, history
-            )
+                cfg.checkpoint_dir, next_step, model, critic, ref and ref.frozen, optimizer,
+                ref.cache if ref else {}, history, run,
+            )  # fmt: skip
 
-    bar = tqdm(range(first, cfg.steps + 1), desc=f"RL {cfg.algorithm}", disable=not cfg.progress)
-    for step in bar:
+    history, first, final = [], 0, None
+    if cfg.checkpoint_dir and (Path(cfg.checkpoint_dir) / "state.json").exists():
+        first, cache, history = load_checkpoint(
+            cfg.checkpoint_dir, model, critic, ref and ref.frozen, optimizer, run
+        )
+        if first > cfg.steps:
+            raise ValueError(f"steps: the checkpoint has trained {first} steps, got {cfg.steps}")
+        if ref is not None:
+            ref.cache.update(cache)
+        if history and history[-1]["step"] == first == cfg.steps:
+            final = history[-1]  # a finished run of this length: nothing more to do
+        history = [row for row in history if row["step"] < first]  # drop an earlier final row
+
+    for step in tqdm(range(first, cfg.steps), desc=f"RL {cfg.algorithm}", disable=not cfg.progress):
         row = {"step": step, "pass1": float("nan")}
-        if step % cfg.eval_every == 0 or step == cfg.steps:
-            greedy = count_correct(model, tokenizer, task, eval_set, n=1, temperature=0.0)
-            row["pass1"] = greedy.float().mean().item()
-        if step == cfg.steps:  # the last row only evaluates
-            history.append(row)
-            checkpoint(step + 1)  # a finished run: calling train again returns at once
-            break
+        if step % cfg.eval_every == 0:
+            row["pass1"] = greedy_pass_at_1(model, tokenizer, task, eval_set)
         start = time.perf_counter()
-        if cfg.algorithm == "pvpo" and cfg.reference_every and step % cfg.reference_every == 0:
-            reference.clear()
-        draw = (4 if cfg.pvpo_filter else 1) * cfg.prompts_per_step
-        prompts = task.prompts(
-            min(draw, len(task.split("train"))), "train", seed=cfg.seed * 100_003 + step
-        )
-        if cfg.pvpo_filter:
-            accuracy = pvpo_reference(prompts, step).tolist()
-            prompts = informative_prompts(prompts, accuracy, cfg.prompts_per_step)
-        on_policy = cfg.epochs == 1 and cfg.minibatches == 1  # one update: π_old = π
-        with autocast:  # on-policy, the sampling pass is the training pass (with_grad)
-            s: Samples = sample(
-                model, tokenizer, prompts, n=cfg.group_size, max_new_tokens=cfg.max_new_tokens,
-                temperature=cfg.temperature, seed=cfg.seed * 100_003 + step, with_grad=on_policy,
-            )  # fmt: skip
-        scores = torch.tensor(task.rewards(s.prompts, s.text), device=device)
-        n = cfg.group_size
-
-        def logprobs(policy, rows, with_entropy=False):  # the completions of whole groups
-            return completion_logprobs(
-                policy, s.prompt_ids[rows], s.prompt_mask[rows], s.completion_ids[rows],
-                s.response_mask[rows], n, cfg.temperature, with_entropy,
-            )  # fmt: skip
-
-        def values(rows):
-            return critic.completion_values(
-                s.prompt_ids[rows], s.prompt_mask[rows], s.completion_ids[rows],
-                s.response_mask[rows], n,
-            )  # fmt: skip
-
-        every = torch.arange(len(scores), device=device)
-        resp = s.response_mask
-        with torch.no_grad(), autocast:
-            old_logp = None if on_policy else logprobs(model, every)
-            ref_logp = logprobs(ref_model, every) if ref_model is not None else None
-            if critic is not None:
-                old_values = values(every) * resp
-        if critic is not None:
-            adv, returns = token_gae(scores, old_values.float(), resp, cfg.lam)
-        else:
-            ref = pvpo_reference(prompts, step).repeat_interleave(n) if frozen is not None else None
-            adv = estimator(scores.float(), n, ref)[:, None] * resp
-
-        for group in optimizer.param_groups:  # a function of the step, so resuming needs no state
-            group["lr"] = group["base_lr"] * min(1.0, (step + 1) / max(cfg.warmup_steps, 1))
-        stats = {"loss": [], "clip_frac": [], "grad_norm": [], "entropy": [], "kl": []}
-        g = torch.Generator().manual_seed(cfg.seed * 100_003 + step)
-        for _ in range(cfg.epochs):  # minibatches of whole groups, so each prompt runs once
-            for picked in torch.randperm(len(scores) // n, generator=g).chunk(cfg.minibatches):
-                idx = (picked[:, None] * n + torch.arange(n)).flatten().to(device)
-                with autocast:
-                    logp, entropy = (
-                        (s.logprobs[idx], s.entropy[idx])
-                        if on_policy
-                        else logprobs(model, idx, with_entropy=True)
-                    )
-                    pl = policy_loss(
-                        logp,
-                        logp.detach() if on_policy else old_logp[idx],
-                        adv[idx],
-                        resp[idx],
-                        cfg.clip_low,
-                        cfg.clip_high,
-                        agg=cfg.agg,
-                    )
-                    loss = pl.loss
-                    if ref_logp is not None:
-                        kl = kl_penalty(logp, ref_logp[idx], cfg.kl_kind)
-                        k3 = kl if cfg.kl_kind == "k3" else kl_penalty(logp, ref_logp[idx], "k3")
-                        stats["kl"].append(aggregate(k3.detach(), resp[idx]))
-                        loss = loss + cfg.kl_coef * aggregate(kl, resp[idx], cfg.agg)
-                    if critic is not None:
-                        v = values(idx)
-                        v_clip = old_values[idx] + (v - old_values[idx]).clamp(
-                            -cfg.value_clip, cfg.value_clip
-                        )
-                        v_loss = 0.5 * torch.maximum(
-                            (v - returns[idx]) ** 2, (v_clip - returns[idx]) ** 2
-                        )
-                        loss = loss + aggregate(v_loss, resp[idx])
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                stats["grad_norm"].append(torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0))
-                if critic is not None:  # apart, so value gradients do not shrink the policy's
-                    torch.nn.utils.clip_grad_norm_(critic.parameters(), 1.0)
-                optimizer.step()
-                stats["loss"].append(loss.detach())
-                stats["clip_frac"].append(pl.clip_frac)
-                stats["entropy"].append(aggregate(entropy.detach(), resp[idx]))
-        row.update(
-            reward=scores.float().mean().item(),
-            **{
-                k: torch.stack(v).float().mean().item() if v else float("nan")
-                for k, v in stats.items()
-            },
-            samples_per_s=len(scores) / (time.perf_counter() - start),
-        )
+        prompts = draw_prompts(task, cfg, step, ref)
+        batch = rollout_fn(model, tokenizer, task, prompts, cfg, step)
+        if ref is not None:
+            batch.extras["reference_values"] = ref.values(prompts, step).repeat_interleave(
+                cfg.group_size
+            )
+        adv = advantages(batch, estimator, critic, **options)
+        stats = update(model, optimizer, batch, adv, cfg, step, critic, ref_model)
+        row.update(reward=batch.scores.float().mean().item(), **stats)
+        row["samples_per_s"] = len(batch.scores) / (time.perf_counter() - start)
         history.append(row)
-        bar.set_postfix(reward=f"{row['reward']:.2f}")
         if cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0:
             checkpoint(step + 1)
         try:
             for callback in callbacks:
                 callback(step, model, row)
         except StopIteration:
-            break
+            return pd.DataFrame(history), critic
+    history.append(
+        final or {"step": cfg.steps, "pass1": greedy_pass_at_1(model, tokenizer, task, eval_set)}
+    )
+    checkpoint(cfg.steps)
     return pd.DataFrame(history), critic
 
 
