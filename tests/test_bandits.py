@@ -1,14 +1,9 @@
 import pytest
 import torch
 
-from rlnb.envs.bandits import (
-    PromptBandit,
-    majority_vote_rewards,
-    make_prompt_bandit,
-    make_two_strategy_bandit,
-    train,
-)
+from rlnb.envs.bandits import PromptBandit, Sample, make_prompt_bandit, make_two_strategy_bandit
 from rlnb.estimators.registry import ESTIMATORS, outcome_estimators, register_estimator
+from rlnb.train.bandit import majority_vote_rewards, train
 
 
 def test_exact_quantities_match_sampling():
@@ -46,7 +41,9 @@ def test_difficulty_distribution_and_outliers():
 @pytest.mark.parametrize("estimator", outcome_estimators())
 def test_every_estimator_learns(estimator):
     b = make_prompt_bandit(n_prompts=16, seed=2)
-    h = train(b, estimator, steps=150, group_size=8, prompts_per_step=8, seed=2, progress=False)
+    h, trained = train(
+        b, estimator, steps=150, group_size=8, prompts_per_step=8, seed=2, progress=False
+    )
     assert list(h.columns) == [
         "step",
         "reward",
@@ -57,6 +54,7 @@ def test_every_estimator_learns(estimator):
         "grad_norm",
     ]
     assert len(h) == 151 and h.pass1.iloc[-1] > h.pass1.iloc[0] + 0.2
+    assert trained is b  # (history, trained object), trained in place
 
 
 @pytest.fixture
@@ -85,8 +83,6 @@ def test_shared_strategies_couple_prompts():
 
 
 def test_majority_vote_rewards():
-    from rlnb.envs.bandits import Sample
-
     s = Sample(
         torch.zeros(6, dtype=torch.long),
         torch.tensor([3, 3, 1, 2, 2, 5]),
@@ -94,6 +90,8 @@ def test_majority_vote_rewards():
         torch.zeros(6),
     )
     assert majority_vote_rewards(s, 3).tolist() == [1.0, 1.0, 0.0, 1.0, 1.0, 0.0]
+    tie = Sample(torch.zeros(4, dtype=torch.long), torch.tensor([4, 1, 1, 4]), *torch.zeros(2, 4))
+    assert majority_vote_rewards(tie, 4).tolist() == [1.0, 0.0, 0.0, 1.0]  # the first seen wins
 
 
 def test_errors():
@@ -126,6 +124,8 @@ def test_qae_keeps_entropy_from_overshooting_where_the_mean_baseline_does_not(kw
     the mean baseline's negative advantages push entropy above its start; QAE's stays lower."""
     peak = {}
     for name in ("dr_grpo", "qae"):
-        h = train(make_prompt_bandit(seed=3, **kw), name, steps=100, lr=lr, seed=3, progress=False)
+        h, _ = train(
+            make_prompt_bandit(seed=3, **kw), name, steps=100, lr=lr, seed=3, progress=False
+        )
         peak[name] = (h.entropy.max() / h.entropy.iloc[0]).item()
     assert peak["dr_grpo"] > 1.01 and peak["qae"] < peak["dr_grpo"] - 0.01, peak

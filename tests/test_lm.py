@@ -9,7 +9,6 @@ import torch
 from transformers import AutoTokenizer
 
 from rlnb.envs.tasks import Addition, Composition
-from rlnb.models.build_reasoners import sha256
 from rlnb.models.lm import (
     CharTokenizer,
     char_tokenizer,
@@ -17,6 +16,7 @@ from rlnb.models.lm import (
     load_reasoner,
     tiny_causal_lm,
 )
+from rlnb.train.build_reasoners import sha256
 
 
 @pytest.mark.parametrize("alphabet", [Addition.alphabet, Composition.alphabet])

@@ -1,4 +1,4 @@
-"""Environments with exact answers: tabular MDPs (``tabular``), prompt bandits (``bandits``),
+"""Environments with exact answers: tabular MDPs (``tabular``), prompt bandits (``bandits``; their training loop is ``rlnb.train.bandit``),
 verifiable tasks for tiny language models (``tasks``), a ride-hailing city (``ride_hailing``) and
 gymnasium helpers (``vector``)."""
 

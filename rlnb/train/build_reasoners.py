@@ -1,4 +1,4 @@
-"""Rebuild the tiny reasoners shipped in ``data/reasoners/``: ``python -m rlnb.models.build_reasoners``.
+"""Rebuild the tiny reasoners shipped in ``data/reasoners/``: ``python -m rlnb.train.build_reasoners``.
 
 Each reasoner is a ``tiny_causal_lm`` trained with ``train_sft`` from a fixed seed on one thread
 (so the weights are the same bits on every run on a machine) and *stopped early*: at the first
@@ -85,7 +85,7 @@ def build(name: str, out_root: Path | None = None) -> dict:
         if greedy[1] >= spec.stop_greedy and sampled[16] >= spec.stop_pass16:
             raise StopIteration
 
-    history = train_sft(model, tokenizer, task, spec.sft, callbacks=[stopping_rule])
+    history, _ = train_sft(model, tokenizer, task, spec.sft, callbacks=[stopping_rule])
     test = task.split("test")
     greedy = evaluate_pass_at_k(model, tokenizer, task, test, n=1, ks=(1,), temperature=0)
     sampled = evaluate_pass_at_k(model, tokenizer, task, test, n=16, ks=(1, 4, 16))
