@@ -16,7 +16,6 @@ from rlnb.train.planning import (
     offline_dataset,
     offline_value_iteration,
     optimistic_actor_critic,
-    policy_values,
     robust_value_iteration,
     soft_value_iteration,
 )
@@ -44,17 +43,28 @@ def test_mdvi_without_regularization_is_sampled_value_iteration(seed):
     run = mdvi(mdp, 0.0, 0.0, 40, samples_per_iteration=2, seeds=[seed], eval_at=range(1, 41))
     policies = sampled_vi_loop(mdp, 40, 2, seed)
     V_star = mdp.value_iteration()[0]
-    expected = torch.stack([(V_star - policy_values(mdp, p)).abs().max() for p in policies])
+    expected = torch.stack([(V_star - mdp.evaluate(p).V).abs().max() for p in policies])
     torch.testing.assert_close(run.errors[0], expected)
     assert run.samples.tolist() == [k * 12 * 3 * 2 for k in range(1, 41)]
 
 
-def test_policy_values_match_exact_evaluation():
+def test_batched_evaluation_matches_one_policy_at_a_time():
     mdp = garnet(10, 3, 4, seed=3)
-    policies = torch.softmax(torch.randn(5, 10, 3, generator=torch.Generator().manual_seed(0)), -1)
-    batch = policy_values(mdp, policies.double())
-    for p, v in zip(policies.double(), batch):
-        torch.testing.assert_close(v, mdp.evaluate(p).V)
+    policies = torch.softmax(
+        torch.randn(2, 5, 10, 3, generator=torch.Generator().manual_seed(0)), -1
+    )
+    batch = mdp.evaluate(policies.double())
+    assert batch.V.shape == (2, 5, 10) and batch.Q.shape == batch.A.shape == (2, 5, 10, 3)
+    for p, v, q, a in zip(
+        policies.double().flatten(0, 1),
+        batch.V.flatten(0, 1),
+        batch.Q.flatten(0, 1),
+        batch.A.flatten(0, 1),
+    ):
+        one = mdp.evaluate(p)
+        torch.testing.assert_close(v, one.V)
+        torch.testing.assert_close(q, one.Q)
+        torch.testing.assert_close(a, one.A)
 
 
 def test_soft_value_iteration_matches_the_closed_form():
@@ -110,9 +120,9 @@ def test_pessimistic_value_is_a_lower_bound_and_naive_is_not(seed):
     mdp = garnet(20, 4, 4, seed=seed, gamma=0.9)
     data = offline_dataset(mdp, 50, 0.1, behavior=behavior_policy(mdp, seed), seed=seed)
     Q, pi = offline_value_iteration(data, 0.9, penalty=5.0, v_max=30.0)
-    assert (Q.max(-1).values <= policy_values(mdp, pi) + 1e-6).all()
+    assert (Q.max(-1).values <= mdp.evaluate(pi).V + 1e-6).all()
     Q0, pi0 = offline_value_iteration(data, 0.9)
-    assert (Q0.max(-1).values - policy_values(mdp, pi0)).max() > 1.0  # naive VI overestimates
+    assert (Q0.max(-1).values - mdp.evaluate(pi0).V).max() > 1.0  # naive VI overestimates
 
 
 def test_pessimism_helps_when_coverage_is_poor():
@@ -123,7 +133,7 @@ def test_pessimism_helps_when_coverage_is_poor():
         data = offline_dataset(mdp, 50, 0.05, behavior=behavior_policy(mdp, seed), seed=seed)
         for name, penalty in (("naive", 0.0), ("pessimistic", 1.0)):
             pi = offline_value_iteration(data, 0.9, penalty=penalty, v_max=30.0)[1]
-            regret[name].append((V_star - policy_values(mdp, pi)).mean().item())
+            regret[name].append((V_star - mdp.evaluate(pi).V).mean().item())
     assert sum(regret["pessimistic"]) < 0.8 * sum(regret["naive"])
 
 
@@ -134,7 +144,7 @@ def test_robust_value_iteration():
     Q_rob, pi_rob = robust_value_iteration(mdp, 0.3)
     assert (Q_rob <= Q_nom + 1e-9).all()  # the adversary only lowers values
     start = mdp.initial.argmax()
-    values = lambda pi, slip: policy_values(cliff_world(slip=slip), pi)[start].item()  # noqa: E731
+    values = lambda pi, slip: cliff_world(slip=slip).evaluate(pi).V[start].item()  # noqa: E731
     assert values(pi_nom, 0.02) > values(pi_rob, 0.02)  # robustness costs on the nominal model
     for slip in (0.1, 0.2, 0.3):  # ... and pays under a shift
         assert values(pi_rob, slip) > values(pi_nom, slip) + 0.1

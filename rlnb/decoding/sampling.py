@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from rlnb.models.forward import cache_argument, grouped_forward, position_ids_from_mask
+from rlnb.models.forward import cache_argument, grouped_forward, position_ids_from_mask, prefill
 
 
 @dataclass
@@ -103,15 +103,9 @@ def sample(
 
         # Prefill each prompt once, then copy its KV cache to its n rows.
         cache_name = cache_argument(model)
-        out = model(
-            input_ids=ids,
-            attention_mask=mask,
-            position_ids=position_ids_from_mask(mask),
-            use_cache=True,
-        )
-        cache, logits = out[cache_name], out.logits[:, -1]
+        out, cache = prefill(model, ids, mask, n)
+        logits = out.logits[:, -1]
         if n > 1:
-            cache.batch_repeat_interleave(n)
             ids, mask, logits = (t.repeat_interleave(n, dim=0) for t in (ids, mask, logits))
         positions = position_ids_from_mask(mask)
         next_position = positions[:, -1:] + 1

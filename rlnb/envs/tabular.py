@@ -93,13 +93,13 @@ class TabularMDP:
 
     def _check_policy(self, policy: Tensor) -> Tensor:
         policy = torch.as_tensor(policy, dtype=torch.float64)
-        if policy.shape != (self.n_states, self.n_actions):
+        if policy.ndim < 2 or policy.shape[-2:] != (self.n_states, self.n_actions):
             raise ValueError(
-                f"policy: expected probabilities of shape [S, A] = {(self.n_states, self.n_actions)}, "
-                f"got {tuple(policy.shape)}"
+                f"policy: expected probabilities of shape [..., S, A] with [S, A] = "
+                f"{(self.n_states, self.n_actions)}, got {tuple(policy.shape)}"
             )
         if (policy < 0).any() or not torch.allclose(
-            policy.sum(-1), torch.ones(self.n_states, dtype=torch.float64)
+            policy.sum(-1), torch.ones((), dtype=torch.float64)
         ):
             raise ValueError("policy: expected non-negative rows summing to 1")
         return policy
@@ -112,23 +112,25 @@ class TabularMDP:
     def evaluate(self, policy: Tensor) -> Evaluation:
         """Exact ``V``, ``Q`` and ``A`` of ``policy`` by solving ``(I − γ P_π) V = r_π``.
 
-        Terminal states have value 0. With ``gamma = 1`` the policy must reach a terminal state
-        with probability 1 from every state, or the system is singular (a ``ValueError``).
+        ``policy`` is ``[S, A]``, or a batch ``[..., S, A]`` (one linear solve each; ``V`` is then
+        ``[..., S]``). Terminal states have value 0. With ``gamma = 1`` the policy must reach a
+        terminal state with probability 1 from every state, or the system is singular (a
+        ``ValueError``).
         """
         policy = self._check_policy(policy)
         live = (~self.terminal).to(torch.float64)
         r_sa = (self.P * self.R).sum(-1)  # [S, A]
         P_sa = self.P * live  # no value flows out of terminal states
         r_pi = (policy * r_sa).sum(-1) * live
-        P_pi = torch.einsum("sa,sat->st", policy, P_sa) * live[:, None]
+        P_pi = torch.einsum("...sa,sat->...st", policy, P_sa) * live[:, None]
         system = torch.eye(self.n_states, dtype=torch.float64) - self.gamma * P_pi
         V = torch.linalg.solve_ex(system, r_pi).result
-        if not torch.isfinite(V).all() or torch.linalg.cond(system) > 1e12:
+        if not torch.isfinite(V).all() or (torch.linalg.cond(system) > 1e12).any():
             raise ValueError(
                 "policy: the Bellman system is singular (with gamma=1 every state must reach a terminal state)"
             )
-        Q = (r_sa + self.gamma * torch.einsum("sat,t->sa", P_sa, V)) * live[:, None]
-        return Evaluation(V, Q, (Q - V[:, None]) * live[:, None])
+        Q = (r_sa + self.gamma * torch.einsum("sat,...t->...sa", P_sa, V)) * live[:, None]
+        return Evaluation(V, Q, (Q - V[..., None]) * live[:, None])
 
     def value_iteration(
         self, tol: float = 1e-10, max_iters: int = 100_000
@@ -149,11 +151,14 @@ class TabularMDP:
         policy = torch.nn.functional.one_hot(Q.argmax(-1), self.n_actions).to(torch.float64)
         return V, policy
 
-    def sample_next_states(self, n: int, seed: int = 0) -> Tensor:
-        """A generative model: ``n`` independent next states for every (s, a), shaped ``[S, A, n]``."""
+    def sample_next_states(
+        self, n: int, seed: int = 0, generator: torch.Generator | None = None
+    ) -> Tensor:
+        """A generative model: ``n`` independent next states for every (s, a), shaped ``[S, A, n]``,
+        drawn with ``generator`` (default: a new one seeded with ``seed``)."""
         if not isinstance(n, int) or n < 1:
             raise ValueError(f"n: expected a positive int, got {n!r}")
-        g = torch.Generator().manual_seed(seed)
+        g = generator if generator is not None else torch.Generator().manual_seed(seed)
         flat = self.P.reshape(-1, self.n_states)
         return torch.multinomial(flat, n, replacement=True, generator=g).reshape(
             self.n_states, self.n_actions, n

@@ -21,6 +21,22 @@ def position_ids_from_mask(attention_mask: Tensor) -> Tensor:
     return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
 
 
+def prefill(model, input_ids: Tensor, attention_mask: Tensor, repeat: int = 1):
+    """Run each (left-padded) prompt through ``model`` once with a KV cache, then repeat the cache
+    to ``repeat`` consecutive rows per prompt. Returns ``(output, cache)``: the model's output for
+    the distinct prompts (not repeated) and the repeated cache, ready for the rows' continuations."""
+    out = model(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        position_ids=position_ids_from_mask(attention_mask),
+        use_cache=True,
+    )
+    cache = out[cache_argument(model)]
+    if repeat > 1:
+        cache.batch_repeat_interleave(repeat)
+    return out, cache
+
+
 def grouped_forward(
     model,
     prompt_ids: Tensor,
@@ -50,21 +66,13 @@ def grouped_forward(
     ids, mask = prompt_ids[::group_size], prompt_mask[::group_size]
     if not torch.equal(ids.repeat_interleave(group_size, 0), prompt_ids):
         raise ValueError(f"prompt_ids: expected rows in groups of {group_size} sharing a prompt")
-    cache_name = cache_argument(model)
-    out = model(
-        input_ids=ids,
-        attention_mask=mask,
-        position_ids=position_ids_from_mask(mask),
-        use_cache=True,
-    )
-    cache = out[cache_name]
-    cache.batch_repeat_interleave(group_size)
+    out, cache = prefill(model, ids, mask, group_size)
     attention = torch.cat([prompt_mask, response_mask], dim=1)
     rest = model(
         input_ids=completion_ids,
         attention_mask=attention,
         position_ids=position_ids_from_mask(attention)[:, prompt_ids.shape[1] :],
-        **{cache_name: cache},
+        **{cache_argument(model): cache},
     )
     head = out[0][:, -prompt_positions:].repeat_interleave(group_size, 0)  # logits or states
     return torch.cat([head, rest[0]], dim=1)

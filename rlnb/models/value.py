@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from rlnb.estimators.distributional import decode, hl_gauss, two_hot
+from rlnb.estimators.distributional import categorical_projection, decode, hl_gauss, two_hot
 
 HEADS = ("scalar", "two_hot", "hl_gauss", "c51")
 
@@ -109,3 +109,32 @@ class ValueNetwork(nn.Module):
 def categorical_loss(logits: Tensor, target_probs: Tensor) -> Tensor:
     """Mean cross-entropy ``−Σ_k p_k log softmax(logits)_k`` over all leading axes."""
     return -(target_probs * torch.log_softmax(logits.float(), -1)).sum(-1).mean()
+
+
+@torch.no_grad()
+def bellman_target(
+    target: ValueNetwork,
+    next_obs: Tensor,
+    reward: Tensor,
+    discount: Tensor,
+    online: ValueNetwork | None = None,
+) -> tuple[Tensor, Tensor]:
+    """The Q-learning target for transitions ``(s, a, reward, next_obs)``, without gradient.
+
+    The next action is ``a* = argmax_a Q(s', a)`` of ``online`` (Double DQN, "Deep Reinforcement
+    Learning with Double Q-learning") or of ``target`` (DQN); its value is
+    ``q' = Q_target(s', a*)``. The target is ``y = reward + discount · q'`` (``[B]``) for the
+    scalar, two-hot and HL-Gauss heads, and for C51 the distribution of
+    ``reward + discount · Z_target(s', a*)`` projected on the support (``[B, n_bins]``, "A
+    Distributional Perspective on Reinforcement Learning"). ``discount [B]`` is ``γ`` times 0 at
+    terminal transitions. Returns ``(target, q')``.
+    """
+    next_logits = target.logits(next_obs)  # one forward pass of the target network
+    next_q = target.values_from_logits(next_logits)
+    best = (online.value(next_obs) if online is not None else next_q).argmax(-1)
+    rows = torch.arange(len(best), device=best.device)
+    next_v = next_q[rows, best]
+    if target.head == "c51":
+        probs = torch.softmax(next_logits[rows, best], -1)
+        return categorical_projection(probs, reward, discount, target.support), next_v
+    return reward + discount * next_v, next_v

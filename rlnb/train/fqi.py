@@ -21,8 +21,7 @@ import torch
 from torch import Tensor
 
 from rlnb.envs.tabular import TabularMDP
-from rlnb.estimators.distributional import categorical_projection
-from rlnb.models.value import ValueNetwork, categorical_loss
+from rlnb.models.value import ValueNetwork, bellman_target, categorical_loss
 
 NOISES = ("gaussian", "student-t")
 
@@ -53,8 +52,8 @@ def fitted_q_iteration(
     v_max: float = 10.0,
     sigma_ratio: float = 0.75,
     seed: int = 0,
-) -> pd.DataFrame:
-    """Run FQI; one row per iteration: ``iteration``, ``q_rmse`` (RMSE of ``Q_k`` against ``Q*``
+) -> tuple[pd.DataFrame, ValueNetwork]:
+    """Run FQI; return ``(history, net)``, the last Q-network and one row per iteration: ``iteration``, ``q_rmse`` (RMSE of ``Q_k`` against ``Q*``
     over non-terminal pairs) and ``regret`` (``max_s V*(s) − V^{π_k}(s)`` of the greedy policy)."""
     if features.ndim != 2 or features.shape[0] != mdp.n_states:
         raise ValueError(
@@ -88,18 +87,7 @@ def fitted_q_iteration(
     rows = []
     for k in range(1, iterations + 1):
         target = copy.deepcopy(net).requires_grad_(False)
-        with torch.no_grad():
-            next_logits = target.logits(x2)
-            best = target.values_from_logits(next_logits).argmax(-1)
-            if head == "c51":
-                p_next = torch.softmax(next_logits[torch.arange(n_samples), best], -1)
-                y = categorical_projection(p_next, r, discount, net.support)
-            else:
-                y = (
-                    r
-                    + discount
-                    * target.values_from_logits(next_logits)[torch.arange(n_samples), best]
-                )
+        y, _ = bellman_target(target, x2, r, discount)
         for _ in range(steps):
             i = torch.randint(n_samples, (batch_size,), generator=g)
             if head == "c51":
@@ -120,4 +108,4 @@ def fitted_q_iteration(
                 "regret": (v_star - v_pi)[live].max().item(),
             }
         )
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows), net

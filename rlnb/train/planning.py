@@ -43,17 +43,6 @@ def soft_max(Q: Tensor, tau: float) -> Tensor:
     return Q.max(-1).values if tau == 0 else tau * torch.logsumexp(Q / tau, dim=-1)
 
 
-def policy_values(mdp: TabularMDP, policies: Tensor) -> Tensor:
-    """Exact ``V^π`` for a batch of policies ``[..., S, A]`` → ``[..., S]`` (one linear solve each)."""
-    live = (~mdp.terminal).to(torch.float64)
-    r = expected_rewards(mdp)
-    P = mdp.P * live[:, None, None]
-    r_pi = (policies * r).sum(-1)
-    P_pi = torch.einsum("...sa,sat->...st", policies, P)
-    eye = torch.eye(mdp.n_states, dtype=torch.float64)
-    return torch.linalg.solve(eye - mdp.gamma * P_pi, r_pi.unsqueeze(-1)).squeeze(-1)
-
-
 def soft_value_iteration(
     mdp: TabularMDP, tau: float, tol: float = 1e-10, max_iters: int = 100_000
 ) -> tuple[Tensor, Tensor, Tensor]:
@@ -129,7 +118,6 @@ def mdvi(
     V_star = mdp.value_iteration()[0]
     r, live = expected_rewards(mdp), (~mdp.terminal).to(torch.float64)
     generators = [torch.Generator().manual_seed(s) for s in seeds]
-    flat_P = mdp.P.reshape(S * A, S)
     Q = torch.zeros(B, S, A, dtype=torch.float64)
     s_prev = torch.zeros_like(Q)
     rows = []
@@ -137,13 +125,13 @@ def mdvi(
         s_k = Q + alpha * s_prev
         w = (M(s_k) - alpha * M(s_prev)) * live  # [B, S]
         nxt = torch.stack(
-            [torch.multinomial(flat_P, n, replacement=True, generator=g) for g in generators]
-        )  # [B, S*A, n]
+            [mdp.sample_next_states(n, generator=g) for g in generators]
+        )  # [B, S, A, n]
         Pw = torch.gather(w, 1, nxt.reshape(B, -1)).reshape(B, S, A, n).mean(-1)
         Q, s_prev = r + mdp.gamma * Pw * live[:, None], s_k
         if k in eval_at:
             policy = policy_of(s_k)  # π_k, the policy MDVI acts with after k updates
-            rows.append((k, (V_star - policy_values(mdp, policy)).abs().amax(-1)))
+            rows.append((k, (V_star - mdp.evaluate(policy).V).abs().amax(-1)))
     iters = torch.tensor([k for k, _ in rows])
     return PlanningRun(iters, iters * S * A * n, torch.stack([e for _, e in rows], 1), policy)
 
@@ -339,6 +327,6 @@ def optimistic_actor_critic(
         V = torch.linalg.solve(eye - mdp.gamma * P_pi, (policy * r_opt).sum(-1))
         Q = r_opt + mdp.gamma * P_hat @ V
         logits = logits + step_size * Q
-        value = float(mdp.initial @ policy_values(mdp, policy))
+        value = float(mdp.initial @ mdp.evaluate(policy).V)
         rows.append({"episode": episode, "return": ret, "value": value})
     return pd.DataFrame(rows)
