@@ -27,7 +27,7 @@ import torch
 from rlnb.train.dqn import DQNConfig, train
 
 CLEANRL = dict(
-    n_envs=1,
+    num_envs=1,
     total_steps=500_000,
     lr=2.5e-4,
     buffer_size=10_000,
@@ -54,7 +54,7 @@ def throughput(head: str, device: str) -> tuple[float, float]:
         total_steps=21_000, learning_starts=1_000, eval_every=21_000, eval_episodes=1, head=head,
         device=device,
     )  # fmt: skip
-    last = train(cfg, progress=False)[1].iloc[-1]
+    last = train(cfg, progress=False)[0].iloc[-1]
     return last.step / last.wall, last.updates / last.wall
 
 
@@ -84,7 +84,7 @@ def run(seeds: int) -> str:
     ]
     walls = []
     for seed in range(seeds):
-        history = train(DQNConfig(seed=seed, device="cpu", **CLEANRL), progress=False)[1]
+        history = train(DQNConfig(seed=seed, device="cpu", **CLEANRL), progress=False)[0]
         last = history.iloc[-1]
         solved = last.eval_return >= 195
         walls.append(last.wall if solved else np.nan)

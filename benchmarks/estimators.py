@@ -71,7 +71,7 @@ def run(repeats: int) -> str:
                     )[0]
                 )
             lam_methods = {
-                "rlnb fast": lambda: E.lambda_returns(r, v, nv, term, trunc, GAMMA, LMBDA),
+                "rlnb fast": lambda: E.lambda_returns(r, nv, term, trunc, GAMMA, LMBDA),
                 "rlnb loop": lambda: ref.lambda_returns_loop(r, nv, term, trunc, GAMMA, LMBDA),
                 "TorchRL td_lambda_return_estimate": lambda: trl.td_lambda_return_estimate(
                     GAMMA, LMBDA, u[2], u[0], u[3], u[4]

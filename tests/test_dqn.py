@@ -119,7 +119,7 @@ def test_a_short_run_of_every_head_produces_its_history(head):
         hidden=(16,),
         seed=1,
     )
-    qnet, history = train(cfg, progress=False)
+    history, qnet = train(cfg, progress=False)
     assert history.step.tolist() == [0, 200, 400]
     assert set(history.columns) >= {"eval_return", "q_estimate", "mc_return", "loss", "epsilon"}
     assert history.loss.iloc[1:].notna().all()
@@ -128,7 +128,7 @@ def test_a_short_run_of_every_head_produces_its_history(head):
 @pytest.mark.parametrize("seed", [0, 1])
 def test_dqn_learns_cartpole(seed):
     cfg = DQNConfig(total_steps=12_000, eval_every=12_000, eval_episodes=5, seed=seed)
-    _, history = train(cfg, progress=False)
+    history, _ = train(cfg, progress=False)
     assert history.eval_return.iloc[-1] > max(100.0, 2 * history.eval_return.iloc[0])
 
 
@@ -137,7 +137,7 @@ def test_training_stops_at_the_first_evaluation_that_reaches_stop_return():
         total_steps=2_000, learning_starts=100, eval_every=400, eval_episodes=1, hidden=(16,),
         reward_noise=1.0, stop_return=0.0,
     )  # fmt: skip
-    history = train(cfg, progress=False)[1]
+    history = train(cfg, progress=False)[0]
     assert history.step.tolist() == [0, 400]  # any return reaches 0: stop at the first row
     assert history.updates.iloc[-1] == (400 - 100) // 4 + 1  # one per vector step from step 100
     assert history.wall.iloc[-1] > 0

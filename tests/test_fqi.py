@@ -20,9 +20,10 @@ def test_grid_features_are_coordinates_in_the_unit_square():
 def test_fqi_learns_q_star_without_noise(head):
     mdp = chain(6, slip=0.0, gamma=0.9)
     features = torch.eye(6)
-    history = fitted_q_iteration(
+    history, net = fitted_q_iteration(
         mdp, features, head, reward_noise=0.0, iterations=25, steps=40, v_min=-0.5, v_max=1.5
     )
+    assert net.head == head  # (history, trained object)
     assert history.q_rmse.iloc[-1] < 0.05 < history.q_rmse.iloc[0]
     assert history.regret.iloc[-1] < 1e-6
 
@@ -31,8 +32,8 @@ def test_fqi_learns_q_star_without_noise(head):
 def test_heavy_tailed_reward_noise_throws_off_squared_error_not_hl_gauss(seed):
     mdp = gridworld(5, 5, gamma=0.9, goal_reward=10.0, start=None)
     kw = dict(reward_noise=1.0, noise="student-t", iterations=20, v_min=-5, v_max=15, seed=seed)
-    mse = fitted_q_iteration(mdp, grid_features(5, 5), "scalar", **kw).q_rmse.iloc[-5:].mean()
-    hl = fitted_q_iteration(mdp, grid_features(5, 5), "hl_gauss", **kw).q_rmse.iloc[-5:].mean()
+    mse = fitted_q_iteration(mdp, grid_features(5, 5), "scalar", **kw)[0].q_rmse.iloc[-5:].mean()
+    hl = fitted_q_iteration(mdp, grid_features(5, 5), "hl_gauss", **kw)[0].q_rmse.iloc[-5:].mean()
     assert hl < 0.5 * mse
 
 

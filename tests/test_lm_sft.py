@@ -25,7 +25,7 @@ def run(seed, steps=60):
     tok = char_tokenizer(task.alphabet)
     model = tiny_causal_lm(len(tok), n_layer=1, n_embd=32, n_head=2, n_positions=16)
     config = SFTConfig(steps=steps, batch_size=32, lr=3e-3, log_every=10, seed=seed, progress=False)
-    return train_sft(model, tok, task, config)
+    return train_sft(model, tok, task, config)[0]
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -46,5 +46,5 @@ def test_a_callback_can_stop_training():
     tok = char_tokenizer(task.alphabet)
     model = tiny_causal_lm(len(tok), n_layer=1, n_embd=32, n_head=2, n_positions=16)
     config = SFTConfig(steps=100, batch_size=8, log_every=10, progress=False)
-    history = train_sft(model, tok, task, config, callbacks=[stop_at_25])
+    history, _ = train_sft(model, tok, task, config, callbacks=[stop_at_25])
     assert history["step"].tolist() == [10, 20, 25] and not model.training

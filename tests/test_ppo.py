@@ -8,8 +8,8 @@ from rlnb.train.ppo import PPOConfig, train
 
 def test_short_run_is_reproducible_and_reports_history():
     cfg = PPOConfig(total_steps=1024, num_envs=2, num_steps=128, seed=3)
-    agent, h1 = train(cfg, progress=False)
-    _, h2 = train(cfg, progress=False)
+    h1, agent = train(cfg, progress=False)
+    h2, _ = train(cfg, progress=False)
     assert list(h1.columns) == [
         "step", "episode_return", "episodes", "policy_loss", "value_loss", "entropy", "approx_kl", "clip_frac", "sps",
     ]  # fmt: skip

@@ -69,7 +69,7 @@ def test_gae_is_token_gae_against_the_values(seed):
     values = torch.randn(mask.shape, generator=torch.Generator().manual_seed(seed)) * mask
     inputs = AdvantageInputs(scores, mask, group_size=4, values=values)
     for lam in (0.0, 0.9, 1.0):
-        got = compute_advantages("gae", inputs, lam=lam)
+        got = compute_advantages("gae", inputs, lmbda=lam)
         torch.testing.assert_close(got, token_gae(scores, values, mask, lam).advantages)
 
 
@@ -79,9 +79,9 @@ def test_options_go_to_the_estimator_that_takes_them():
     torch.testing.assert_close(
         compute_advantages("qae", inputs, k=0.8)[:, 0], G.qae(scores, group_size=4, k=0.8)
     )
-    assert accepted_options("qae", k=0.8, lam=0.5) == {"k": 0.8}
-    assert accepted_options("gae", k=0.8, lam=0.5) == {"lam": 0.5}
-    assert accepted_options("rloo", k=0.8, lam=0.5) == {}
+    assert accepted_options("qae", k=0.8, lmbda=0.5) == {"k": 0.8}
+    assert accepted_options("gae", k=0.8, lmbda=0.5) == {"lmbda": 0.5}
+    assert accepted_options("rloo", k=0.8, lmbda=0.5) == {}
     with pytest.raises(TypeError):
         compute_advantages("rloo", inputs, k=0.8)  # an option the estimator does not take
 

@@ -142,7 +142,7 @@ def last_token(response_mask: Tensor) -> Tensor:
     return hit.scatter(1, last[:, None], True)
 
 
-def token_gae(scores: Tensor, values: Tensor, response_mask: Tensor, lam: float) -> Advantages:
+def token_gae(scores: Tensor, values: Tensor, response_mask: Tensor, lmbda: float) -> Advantages:
     """GAE over the ``[B, T]`` tokens of language-model responses with an outcome reward: γ = 1,
     the score ``[B]`` is the reward of each row's last response token, which is terminal (nothing
     bootstraps past the end); ``values[b, t] = V(x_<t)``, read only on the mask.
@@ -156,6 +156,6 @@ def token_gae(scores: Tensor, values: Tensor, response_mask: Tensor, lam: float)
     rewards = terminated.to(values.dtype) * scores.to(values.dtype)[:, None]
     next_values = torch.cat([values[:, 1:], torch.zeros_like(values[:, :1])], 1) * mask
     out = gae(
-        rewards, values * mask, next_values, terminated, torch.zeros_like(terminated), 1.0, lam
+        rewards, values * mask, next_values, terminated, torch.zeros_like(terminated), 1.0, lmbda
     )
     return Advantages(out.advantages * mask, out.returns * mask)

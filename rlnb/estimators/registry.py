@@ -9,7 +9,7 @@ response mask) and those some estimators read (per-token rewards, old and refere
 critic values, step boundaries), plus an open ``extras`` mapping for what one estimator alone
 needs (Σπ² per token, a greedy completion's reward, reward components, importance weights, a
 frozen policy's reference values): a new estimator adds inputs without changing the types.
-Keyword ``options`` are the estimator's own knobs (QAE's ``k``, GAE's ``lam``, GRPO's ``eps``).
+Keyword ``options`` are the estimator's own knobs (QAE's ``k``, GAE's ``lmbda``, GRPO's ``eps``).
 Out come token-level advantages ``[B, L]``, 0 off the mask; a sequence-level estimator (one number
 per response) is spread over its response's tokens.
 
@@ -131,7 +131,7 @@ def outcome_estimators() -> tuple[str, ...]:
 
 def accepted_options(name: str, **options) -> dict:
     """The subset of ``options`` that estimator ``name`` takes as keywords: a caller that holds
-    several knobs (``k=qae_k, lam=lam``) passes each estimator the ones it has."""
+    several knobs (``k=qae_k, lmbda=lmbda``) passes each estimator the ones it has."""
     params = inspect.signature(get_estimator(name).fn).parameters
     return {k: v for k, v in options.items() if k in params}
 
@@ -213,7 +213,7 @@ def passk_tokens(inputs: AdvantageInputs, *, norm_by_std: bool = True, eps: floa
 
 
 @register_estimator("gae", needs=("values",))
-def gae_tokens(inputs: AdvantageInputs, *, lam: float = 1.0) -> Tensor:
+def gae_tokens(inputs: AdvantageInputs, *, lmbda: float = 1.0) -> Tensor:
     """``advantages.token_gae``: token-level GAE with γ = 1 against a critic's ``values``, the
     score the reward of the last response token (PPO with a critic)."""
-    return token_gae(inputs.scores, inputs.values, inputs.mask, lam).advantages
+    return token_gae(inputs.scores, inputs.values, inputs.mask, lmbda).advantages

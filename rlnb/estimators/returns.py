@@ -137,7 +137,6 @@ def discounted_returns(
 
 def n_step_returns(
     rewards: Tensor,
-    values: Tensor,
     next_values: Tensor,
     terminated: Tensor,
     truncated: Tensor,
@@ -150,11 +149,11 @@ def n_step_returns(
     """n-step returns ``G_t^(n) = Σ_{k<m} γ^k r_{t+k} + γ^m (1 − terminated_{t+m−1}) V(s_{t+m})``.
 
     ``m = min(n, steps to the end of the episode, steps to the end of the window)``; the bootstrap
-    ``V(s_{t+m})`` is read from ``next_values[t+m−1]``. ``values`` is not used by the formula; it is
-    taken (and shape-checked) so that every estimator has the same arguments. Sutton & Barto §7.1.
+    ``V(s_{t+m})`` is read from ``next_values[t+m−1]``. Like every estimator here it takes only
+    what its formula uses (no ``values``). Sutton & Barto §7.1.
 
     >>> r = torch.ones(3); f = torch.zeros(3, dtype=torch.bool)
-    >>> n_step_returns(r, torch.zeros(3), torch.full((3,), 10.), f, f, 1.0, n=2)
+    >>> n_step_returns(r, torch.full((3,), 10.), f, f, 1.0, n=2)
     tensor([12., 12., 11.])
     """
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
@@ -164,7 +163,6 @@ def n_step_returns(
         gamma,
         None,
         rewards=rewards,
-        values=values,
         next_values=next_values,
         terminated=terminated,
         truncated=truncated,
@@ -194,7 +192,6 @@ def n_step_returns(
 
 def lambda_returns(
     rewards: Tensor,
-    values: Tensor,
     next_values: Tensor,
     terminated: Tensor,
     truncated: Tensor,
@@ -210,11 +207,11 @@ def lambda_returns(
     The weighted average ``(1 − λ) Σ_n λ^{n−1} G^(n)`` of n-step returns (Sutton & Barto §12.1);
     λ = 0 gives the TD(0) target, λ = 1 the bootstrapped Monte Carlo return. Like TorchRL's
     ``td_lambda_return_estimate`` and rlax's ``lambda_returns`` it bootstraps from
-    ``next_values`` only (``values`` is shape-checked, not used), so it equals
-    ``gae(...).returns`` whenever ``next_values[t] = values[t+1]`` inside episodes.
+    ``next_values`` only (it takes no ``values``), so it equals ``gae(...).returns`` whenever
+    ``next_values[t] = values[t+1]`` inside episodes.
 
     >>> f = torch.zeros(2, dtype=torch.bool)
-    >>> lambda_returns(torch.ones(2), torch.zeros(2), torch.full((2,), 4.), f, f, 0.5, 0.5)
+    >>> lambda_returns(torch.ones(2), torch.full((2,), 4.), f, f, 0.5, 0.5)
     tensor([2.7500, 3.0000])
     """
     gamma, lmbda = check_inputs(
@@ -222,7 +219,6 @@ def lambda_returns(
         gamma,
         lmbda,
         rewards=rewards,
-        values=values,
         next_values=next_values,
         terminated=terminated,
         truncated=truncated,

@@ -1,6 +1,6 @@
 """DQN on vectorized gymnasium environments, with the value losses of notebooks 04–05.
 
-One file, top to bottom, as in CleanRL: act ε-greedily in ``n_envs`` environments, store
+One file, top to bottom, as in CleanRL: act ε-greedily in ``num_envs`` environments, store
 ``(s, a, r, s', terminated)`` in a replay buffer (a time-limit truncation stores the real last
 observation and is *not* terminal, so the target still bootstraps), and every ``train_every``
 vector steps fit the online network to ``Y = r + γ (1 − terminated) Q_target(s', a*)`` with
@@ -35,9 +35,8 @@ from tqdm.auto import tqdm
 
 from rlnb.device import pick_device, seed_everything
 from rlnb.envs.vector import discrete_vector_env
-from rlnb.estimators.distributional import categorical_projection
 from rlnb.estimators.returns import discounted_returns
-from rlnb.models.value import ValueNetwork, categorical_loss
+from rlnb.models.value import ValueNetwork, bellman_target, categorical_loss
 
 LOSSES = ("td", "dqnreg", "dqnclipped")
 
@@ -46,7 +45,7 @@ LOSSES = ("td", "dqnreg", "dqnclipped")
 class DQNConfig:
     env_id: str = "CartPole-v1"
     total_steps: int = 20_000  # environment steps, all environments together
-    n_envs: int = 4  # parallel environments (gymnasium SyncVectorEnv)
+    num_envs: int = 4  # parallel environments (gymnasium SyncVectorEnv)
     buffer_size: int = 50_000
     batch_size: int = 128
     lr: float = 5e-4  # Adam
@@ -86,12 +85,12 @@ class DQNConfig:
                 f"tau, gamma: expected (0, 1] and [0, 1], got {self.tau}, {self.gamma}"
             )
         if (
-            self.total_steps < self.n_envs
+            self.total_steps < self.num_envs
             or self.batch_size < 1
             or self.buffer_size < self.batch_size
         ):
             raise ValueError(
-                "total_steps, batch_size, buffer_size: expected total_steps ≥ n_envs and buffer_size ≥ batch_size ≥ 1"
+                "total_steps, batch_size, buffer_size: expected total_steps ≥ num_envs and buffer_size ≥ batch_size ≥ 1"
             )
 
 
@@ -105,19 +104,10 @@ def dqn_loss(cfg: DQNConfig, qnet, target, batch) -> torch.Tensor:
     """The loss on one batch ``(obs, action, reward, next_obs, terminated)``."""
     obs, action, reward, next_obs, term = batch
     discount = cfg.gamma * (1.0 - term.float())
-    with torch.no_grad():
-        next_logits = target.logits(next_obs)  # one forward pass of the target network
-        next_q = target.values_from_logits(next_logits)
-        best = (qnet.value(next_obs) if cfg.double else next_q).argmax(-1)
-        if cfg.head == "c51":
-            best_probs = torch.softmax(next_logits[torch.arange(len(best)), best], -1)
-            target_probs = categorical_projection(best_probs, reward, discount, qnet.support)
-        else:
-            next_v = next_q.gather(1, best[:, None]).squeeze(1)
-            y = reward + discount * next_v
+    y, next_v = bellman_target(target, next_obs, reward, discount, qnet if cfg.double else None)
     if cfg.head == "c51":
         logits = qnet.logits(obs)[torch.arange(len(action)), action]
-        return categorical_loss(logits, target_probs)
+        return categorical_loss(logits, y)
     if cfg.head != "scalar":
         return qnet.loss(obs, y, index=action)
     q = qnet.value(obs).gather(1, action[:, None]).squeeze(1)
@@ -161,7 +151,7 @@ def evaluate(cfg: DQNConfig, qnet, device, episodes: int, seed: int) -> dict:
 
 
 def train(config: DQNConfig | None = None, progress: bool = True):
-    """Train DQN; return ``(qnet, history)`` with one row per evaluation: ``step``, ``epsilon``,
+    """Train DQN; return ``(history, qnet)`` with one row per evaluation: ``step``, ``epsilon``,
     ``train_return`` (mean of the episodes that ended since the last row), ``loss``,
     ``eval_return``, ``q_estimate``, ``mc_return``, ``updates`` (gradient steps so far), ``sps`` (environment steps per second so far)
     and ``wall`` (seconds since the start, evaluations included). Row 0 is the untrained network;
@@ -169,7 +159,7 @@ def train(config: DQNConfig | None = None, progress: bool = True):
     cfg = config or DQNConfig()
     device = pick_device(cfg.device)
     seed_everything(cfg.seed)
-    envs, obs_dim, n_actions = discrete_vector_env(cfg.env_id, cfg.n_envs)
+    envs, obs_dim, n_actions = discrete_vector_env(cfg.env_id, cfg.num_envs)
     qnet = ValueNetwork(
         obs_dim, n_actions, cfg.head, cfg.hidden, cfg.n_bins, cfg.v_min, cfg.v_max,
         cfg.sigma_ratio, cfg.huber,
@@ -187,7 +177,7 @@ def train(config: DQNConfig | None = None, progress: bool = True):
     rng = np.random.default_rng(cfg.seed)
 
     obs_np, _ = envs.reset(seed=cfg.seed)
-    running, finished, losses = np.zeros(cfg.n_envs), [], []
+    running, finished, losses = np.zeros(cfg.num_envs), [], []
     history = [{"step": 0, "epsilon": cfg.eps_start, "train_return": np.nan, "loss": np.nan,
                 **evaluate(cfg, qnet, device, cfg.eval_episodes, 10_000), "updates": 0, "sps": np.nan, "wall": 0.0}]  # fmt: skip
     step, updates, next_eval, start = 0, 0, cfg.eval_every, time.perf_counter()
@@ -197,33 +187,33 @@ def train(config: DQNConfig | None = None, progress: bool = True):
         obs = torch.as_tensor(obs_np, dtype=torch.float32, device=device)
         with torch.no_grad():
             greedy = qnet.value(obs).argmax(-1).cpu().numpy()
-        explore = rng.random(cfg.n_envs) < eps
-        action = np.where(explore, rng.integers(n_actions, size=cfg.n_envs), greedy)
+        explore = rng.random(cfg.num_envs) < eps
+        action = np.where(explore, rng.integers(n_actions, size=cfg.num_envs), greedy)
         obs_np, reward, term, trunc, info = envs.step(action)
         done = term | trunc
         real_next = obs_np.copy()
         if done.any():  # same-step autoreset: obs_np already starts the next episode
             real_next[done] = np.stack(info["final_obs"][done])
-        idx = (ptr + np.arange(cfg.n_envs)) % size
+        idx = (ptr + np.arange(cfg.num_envs)) % size
         buf_obs[idx] = obs
         buf_next[idx] = torch.as_tensor(real_next, dtype=torch.float32, device=device)
         buf_act[idx] = torch.as_tensor(action, device=device)
         noisy = (
-            reward + cfg.reward_noise * rng.standard_normal(cfg.n_envs)
+            reward + cfg.reward_noise * rng.standard_normal(cfg.num_envs)
             if cfg.reward_noise
             else reward
         )
         buf_rew[idx] = torch.as_tensor(noisy, dtype=torch.float32, device=device)
         buf_term[idx] = torch.as_tensor(term, device=device)
-        full = full or ptr + cfg.n_envs >= size
-        ptr = (ptr + cfg.n_envs) % size
+        full = full or ptr + cfg.num_envs >= size
+        ptr = (ptr + cfg.num_envs) % size
         running += reward
         finished += running[done].tolist()
         running[done] = 0.0
-        step += cfg.n_envs
-        bar.update(cfg.n_envs)
+        step += cfg.num_envs
+        bar.update(cfg.num_envs)
 
-        if step >= cfg.learning_starts and (step // cfg.n_envs) % cfg.train_every == 0:
+        if step >= cfg.learning_starts and (step // cfg.num_envs) % cfg.train_every == 0:
             sample = torch.as_tensor(
                 rng.integers(size if full else ptr, size=cfg.batch_size), device=device
             )
@@ -267,4 +257,4 @@ def train(config: DQNConfig | None = None, progress: bool = True):
                 break
     bar.close()
     envs.close()
-    return qnet, pd.DataFrame(history)
+    return pd.DataFrame(history), qnet

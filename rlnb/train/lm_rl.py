@@ -13,7 +13,7 @@ Each step draws ``prompts_per_step`` train prompts (``draw_prompts``) and then
    policy's transformer trunk with a per-token value head read from the state before each token (a
    copy rather than a shared trunk, so the value loss cannot disturb the policy's features, and
    rather than a separate small model because the copy starts from features that already read the
-   task): token-level GAE (γ = 1, λ = ``lam``; the reward arrives on the last token and nothing
+   task): token-level GAE (γ = 1, λ = ``lmbda``; the reward arrives on the last token and nothing
    bootstraps past it). ``pvpo``'s reference value of a prompt is the mean reward of
    ``reference_rollouts`` samples from the frozen initial policy ("PVPO: Pre-Estimated
    Value-Based Policy Optimization for Agentic Reasoning"), refreshed every ``reference_every``
@@ -98,7 +98,7 @@ class RLConfig:
     temperature: float = 1.0  # sampling temperature (the log-probs are those of this policy)
     max_new_tokens: int | None = None  # completion length cap; None: the task's
     qae_k: float = 0.4  # the quantile of the qae estimator (its option k)
-    lam: float = 1.0  # GAE λ of the gae estimator (ppo; its option lam)
+    lmbda: float = 1.0  # GAE λ of the gae estimator (ppo; its option lmbda)
     value_clip: float = 0.2  # clipped value loss (ppo)
     value_lr: float = 1e-4  # Adam for the critic (ppo)
     reference_rollouts: int = 8  # pvpo: samples per prompt for the reference value
@@ -485,7 +485,7 @@ def train(
     if critic is not None:
         groups.append({"params": list(critic.parameters()), "base_lr": cfg.value_lr})
     optimizer = torch.optim.Adam(groups, lr=cfg.lr)
-    options = accepted_options(estimator, k=cfg.qae_k, lam=cfg.lam)
+    options = accepted_options(estimator, k=cfg.qae_k, lmbda=cfg.lmbda)
     ref = PVPOReference(model, tokenizer, task, cfg) if "reference_values" in needs else None
     eval_set = task.prompts(min(cfg.eval_prompts, len(task.split("test"))), "test", seed=cfg.seed)
     run = run_identity(cfg, task, rollout_fn, ref_model)

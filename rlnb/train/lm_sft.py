@@ -62,8 +62,9 @@ def answer_loss(model, input_ids: Tensor, attention_mask: Tensor, labels: Tensor
 
 def train_sft(
     model, tokenizer, task, config: SFTConfig | None = None, callbacks: Sequence[Callable] = ()
-) -> pd.DataFrame:
-    """Train ``model`` in place on ``task``'s train split; return the history (step, loss, lr).
+) -> tuple[pd.DataFrame, object]:
+    """Train ``model`` in place on ``task``'s train split; return ``(history, model)``, the
+    history one row per step (step, loss, lr).
 
     Each callback is called as ``callback(step, model)`` after every step (e.g. to evaluate or to
     stop early by raising ``StopIteration``).
@@ -109,4 +110,4 @@ def train_sft(
         if stop:
             break
     model.eval()
-    return pd.DataFrame(history)
+    return pd.DataFrame(history), model

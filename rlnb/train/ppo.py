@@ -99,8 +99,8 @@ class ActorCritic(nn.Module):
 
 def train(
     config: PPOConfig | None = None, progress: bool = True
-) -> tuple[ActorCritic, pd.DataFrame]:
-    """Train PPO; return the agent and one history row per update.
+) -> tuple[pd.DataFrame, ActorCritic]:
+    """Train PPO; return ``(history, agent)``, one history row per update.
 
     History columns: ``step`` (environment steps so far), ``episode_return`` (mean undiscounted
     return of the episodes that ended during the rollout, NaN if none), ``episodes``,
@@ -217,4 +217,4 @@ def train(
     envs.close()
     df = pd.DataFrame(history)
     df.attrs["config"] = asdict(cfg)
-    return agent, df
+    return df, agent

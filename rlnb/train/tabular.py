@@ -93,8 +93,8 @@ def offline_prediction(
 ) -> Tensor:
     """Offline updates toward any return estimator (Sutton & Barto §7.1 and §12.1).
 
-    At the end of each episode, ``target(rewards, values, next_values, terminated, truncated)``
-    computes one return per step from the values at the start of the episode (a batch row per
+    At the end of each episode, ``target(rewards, next_values, terminated, truncated)`` computes
+    one return per step from the values at the start of the episode (a batch row per
     step size), then ``V(s_t) ← V(s_t) + α [G_t − V(s_t)]`` for every step in order. For example
     the offline λ-return algorithm is
     ``target=lambda *x: rlnb.estimators.lambda_returns(*x, gamma, lmbda)``.
@@ -107,11 +107,10 @@ def offline_prediction(
         sl = slice(start, end + 1)
         s, s1, term = tr.states[sl], tr.next_states[sl], tr.terminated[sl]
         Vt = torch.from_numpy(V).T  # [n_alpha, S]
-        values = Vt[:, s]
         next_values = torch.where(term, 0.0, Vt[:, s1])
         rewards = tr.rewards[sl].to(torch.float64).expand(len(a), -1)
         flags = (term.expand(len(a), -1), tr.truncated[sl].expand(len(a), -1))
-        G = target(rewards, values, next_values, *flags).numpy()
+        G = target(rewards, next_values, *flags).numpy()
         for k, state in enumerate(s.tolist()):
             V[state] += a * (G[:, k] - V[state])
         history.append(V.copy())

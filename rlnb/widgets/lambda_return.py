@@ -37,17 +37,17 @@ def lambda_return_example(lmbda: float, seed: int = 0, noise: float = 0.3) -> di
     V[walk.terminal] = 0.0
     ep = walk.sample_episodes(walk.uniform_policy(), n=1, max_steps=10_000, seed=seed)
     r, term, trunc = ep.rewards[None], ep.terminated[None], ep.truncated[None]
-    values, next_values = V[ep.states][None], torch.where(term, 0.0, V[ep.next_states][None])
+    next_values = torch.where(term, 0.0, V[ep.next_states][None])
     L = r.shape[-1]
     n_step = torch.stack(
-        [n_step_returns(r, values, next_values, term, trunc, 1.0, n)[0, 0] for n in range(1, L + 1)]
+        [n_step_returns(r, next_values, term, trunc, 1.0, n)[0, 0] for n in range(1, L + 1)]
     )
     weights = lambda_return_weights(lmbda, L)
     return {
         "n_step": n_step,
         "weights": weights,
         "weighted_sum": (weights * n_step).sum(),
-        "lambda_return": lambda_returns(r, values, next_values, term, trunc, 1.0, lmbda)[0, 0],
+        "lambda_return": lambda_returns(r, next_values, term, trunc, 1.0, lmbda)[0, 0],
         "true_value": walk.evaluate(walk.uniform_policy()).V[ep.states[0]],
     }
 
