@@ -232,3 +232,10 @@ def test_majority_vote_and_best_of_n():
     assert best_of_n(scores, 3).tolist() == [1, 3]  # tie in group 0: the first
     with pytest.raises(ValueError, match="group_size"):
         best_of_n(scores, 4)
+
+
+def test_pass_at_k_rejects_nan_counts():
+    with pytest.raises(ValueError, match="NaN"):
+        pass_at_k(torch.tensor([1.0, float("nan")]), torch.tensor([4.0, 4.0]), 2)
+    with pytest.raises(ValueError, match="NaN"):
+        pass_at_k(torch.tensor([1.0]), torch.tensor([float("nan")]), 1)

@@ -154,3 +154,16 @@ def test_bad_inputs_name_the_argument():
         decode(logits, torch.linspace(0, 1, 5), logits=True),
         decode(torch.softmax(logits, -1), torch.linspace(0, 1, 5)),
     )
+
+
+def test_categorical_projection_rejects_atoms_that_do_not_match_the_support():
+    support = torch.linspace(-1.0, 1.0, 5)
+    with pytest.raises(ValueError, match="next_probs: expected one probability per support atom"):
+        categorical_projection(torch.full((2, 4), 0.25), torch.zeros(2), torch.ones(2), support)
+
+
+def test_bf16_targets_come_out_in_float32_as_documented():
+    support = torch.linspace(-1.0, 1.0, 5)
+    x = torch.tensor([0.3, -0.7], dtype=torch.bfloat16)
+    assert two_hot(x, support).dtype == torch.float32
+    assert hl_gauss(x, torch.linspace(-1.0, 1.0, 6), 0.3).dtype == torch.float32

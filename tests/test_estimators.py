@@ -417,3 +417,26 @@ def test_gradients_flow_through_lambda_returns():
             E.lambda_returns(d["rewards"], nv, d["terminated"], d["truncated"], 0.9, 0.8),
             out.detach(),
         )
+
+
+@pytest.mark.parametrize(
+    "name", ["discounted_returns", "n_step_returns", "lambda_returns", "gae", "vtrace"]
+)
+def test_integer_rewards_or_values_are_rejected(name):
+    """ "Same dtype out" would truncate advantages to integers: an int input is an error instead."""
+    d = episode_data((2, 6), seed=0)
+    kw = {"gamma": 0.9} | ({"lmbda": 0.9} if name in ("lambda_returns", "gae", "vtrace") else {})
+    kw |= {"n": 2} if name == "n_step_returns" else {}
+    for field in ("rewards", "next_values") + (("values",) if name in ("gae", "vtrace") else ()):
+        ints = {**d, field: d[field].round().long()}
+        with pytest.raises(ValueError, match=f"{field}: expected a floating-point tensor"):
+            fast(name, ints, **kw)
+
+
+def test_nan_tensor_gamma_is_rejected_under_validate():
+    r, v, nv, term, trunc = _args()
+    gamma = torch.full((2, 1), float("nan"))
+    with pytest.raises(ValueError, match="gamma"):
+        E.gae(r, v, nv, term, trunc, gamma, 0.9, validate=True)
+    with pytest.raises(ValueError, match="lmbda"):
+        E.lambda_returns(r, nv, term, trunc, 0.9, torch.tensor(float("nan")), validate=True)

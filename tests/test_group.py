@@ -202,3 +202,8 @@ def test_bad_inputs():
     nan = torch.tensor([1.0, float("nan")])
     with pytest.raises(ValueError, match="scores.*NaN"):
         G.group_advantages(nan, group_size=2, validate=True)
+
+
+def test_passk_rejects_a_negative_eps():
+    with pytest.raises(ValueError, match="eps"):
+        G.passk_advantages(torch.tensor([1.0, 0.0, 0.0, 1.0]), group_size=2, eps=-1.0)

@@ -179,6 +179,32 @@ def test_critic_error_by_position():
         critic_error_by_position(values, mask, scores[:2], 0.5)
 
 
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("eval_every", 0),  # was a ZeroDivisionError at step 0
+        ("eval_prompts", 0),
+        ("reference_rollouts", 0),
+        ("warmup_steps", -1),
+        ("checkpoint_every", -1),
+        ("steps", 2.5),
+        ("max_new_tokens", 0),
+        ("kl_coef", float("nan")),  # NaN passed "kl_coef < 0"
+        ("lr", float("nan")),
+        ("value_lr", 0.0),
+        ("clip_low", 1.0),
+        ("clip_high", -0.1),
+        ("value_clip", float("nan")),
+        ("qae_k", 1.0),  # failed only at the first QAE step
+        ("lmbda", 1.5),
+        ("temperature", True),
+    ],
+)
+def test_config_values_that_would_fail_later_fail_now(field, value):
+    with pytest.raises(ValueError, match=f"^{field}: expected"):
+        RLConfig(**{field: value})
+
+
 def test_bad_config():
     with pytest.raises(ValueError, match="algorithm"):
         RLConfig(algorithm="a2c")

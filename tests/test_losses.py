@@ -128,3 +128,16 @@ def test_kl_clamp_and_errors():
         kl_penalty(torch.zeros(1), torch.zeros(1), "k4")
     with pytest.raises(ValueError, match="ref_logp"):
         kl_penalty(torch.zeros(1), torch.zeros(2))
+
+
+def test_bad_arguments_are_value_errors_naming_them():
+    logp = torch.zeros(3, 4)
+    mask = torch.ones(3, 4)
+    with pytest.raises(ValueError, match=r"advantages: expected \[B\] = \(3,\)"):
+        policy_loss(logp, logp, torch.zeros(2), mask)  # one advantage per response, wrong count
+    with pytest.raises(ValueError, match="mask: expected a torch.Tensor"):
+        aggregate(logp, [[1, 1, 1, 1]] * 3)
+    with pytest.raises(ValueError, match="clamp"):
+        kl_penalty(logp, logp, "k3", clamp=0.0)  # would turn the KL off silently
+    with pytest.raises(ValueError, match="clamp"):
+        kl_penalty(logp, logp, "k3", clamp=-1.0)

@@ -208,3 +208,11 @@ def test_offline_lambda_one_is_monte_carlo_and_alphas_vectorise():
         torch.testing.assert_close(off[:, k], offline_prediction(data, 7, a, target, v0=0.5))
     both = td0_prediction(data, 7, 1.0, alphas, v0=0.5)
     torch.testing.assert_close(both[:, 1], td0_prediction(data, 7, 1.0, 0.2, v0=0.5))
+
+
+def test_nan_rewards_are_named_not_blamed_on_a_singular_system():
+    mdp = chain(4)
+    R = mdp.R.clone()
+    R[1, 0, 2] = float("nan")
+    with pytest.raises(ValueError, match="R: contains NaN"):
+        TabularMDP(mdp.P, R, mdp.gamma, mdp.initial, mdp.terminal)

@@ -23,6 +23,8 @@ def pass_at_k(n_correct, n, k: int):
     total = torch.as_tensor(n, dtype=torch.float64)
     if not isinstance(k, int) or k < 1:
         raise ValueError(f"k: expected a positive integer, got {k!r}")
+    if bool(c.isnan().any() or total.isnan().any()):
+        raise ValueError("n_correct, n: expected integer counts, got NaN")
     if bool((total < k).any()):
         raise ValueError(f"n: expected every n ≥ k = {k}, got min {total.min().item():g}")
     if bool((c < 0).any() or (c > total).any()):

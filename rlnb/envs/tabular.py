@@ -65,8 +65,12 @@ class TabularMDP:
             raise ValueError(
                 f"R: expected shape [S, A, S] or [S, A] = {(S, A)}, got {tuple(self.R.shape)}"
             )
-        if (self.P < 0).any() or not torch.allclose(
-            self.P.sum(-1), torch.ones(S, A, dtype=torch.float64)
+        if not torch.isfinite(self.R).all():
+            raise ValueError("R: contains NaN or inf")
+        if (
+            not torch.isfinite(self.P).all()
+            or (self.P < 0).any()
+            or not torch.allclose(self.P.sum(-1), torch.ones(S, A, dtype=torch.float64))
         ):
             raise ValueError("P: expected non-negative rows P[s, a, :] summing to 1")
         if not 0.0 <= float(self.gamma) <= 1.0:

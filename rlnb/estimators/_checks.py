@@ -35,8 +35,8 @@ def check_unit(name: str, x, data: Tensor, validate: bool) -> Tensor | float:
             raise ValueError(
                 f"{name}: expected a float or a tensor broadcastable to {tuple(data.shape)}, got shape {tuple(x.shape)}"
             ) from None
-        if validate and ((x < 0) | (x > 1)).any():
-            raise ValueError(f"{name}: expected values in [0, 1]")
+        if validate and not ((x >= 0) & (x <= 1)).all():  # NaN fails both comparisons
+            raise ValueError(f"{name}: expected values in [0, 1] (no NaN)")
         return x
     if isinstance(x, bool) or not isinstance(x, (int, float)) or not 0.0 <= float(x) <= 1.0:
         raise ValueError(f"{name}: expected a float in [0, 1], got {x!r}")
@@ -75,9 +75,14 @@ def to_time_last(time_dim: int, data: Tensor, *others):
 def check_inputs(validate: bool, gamma, lmbda=None, **tensors: Tensor):
     """Every episode estimator's checks at once: the tensors share the first one's shape,
     ``terminated``/``truncated`` are bool, rewards and log-probs are finite (under ``validate``),
-    γ (and λ) lie in [0, 1]. Returns the checked ``(gamma, lmbda)``."""
+    γ (and λ) lie in [0, 1]; the other tensors (rewards, values, log-probs) are floating point, so
+    that "the input dtype out" never truncates to integers. Returns the checked ``(gamma, lmbda)``."""
     check_same_shape(**tensors)
-    check_flags(**{k: t for k, t in tensors.items() if k in ("terminated", "truncated")})
+    flags = ("terminated", "truncated")
+    check_flags(**{k: t for k, t in tensors.items() if k in flags})
+    for name, t in tensors.items():
+        if name not in flags and not t.is_floating_point():
+            raise ValueError(f"{name}: expected a floating-point tensor, got dtype {t.dtype}")
     check_finite(
         validate,
         **{k: t for k, t in tensors.items() if k in ("rewards", "target_logp", "behavior_logp")},

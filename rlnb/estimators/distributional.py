@@ -48,6 +48,8 @@ def symexp(x: Tensor) -> Tensor:
 def two_hot(x: Tensor, support: Tensor) -> Tensor:
     """Two-hot encoding ``[..., K]`` of ``x [...]``: for ``z_i ≤ x ≤ z_{i+1}``,
     ``p_i = (z_{i+1} − x)/(z_{i+1} − z_i)`` and ``p_{i+1} = 1 − p_i``, so ``Σ p z = x``.
+    float32 and float64 in give the same dtype out; any other dtype (bf16, fp16, integers) gives
+    float32, since a bf16 probability would lose the split.
 
     >>> two_hot(torch.tensor(0.25), torch.tensor([0.0, 1.0, 2.0]))
     tensor([0.7500, 0.2500, 0.0000])
@@ -68,7 +70,8 @@ def two_hot(x: Tensor, support: Tensor) -> Tensor:
 def hl_gauss(x: Tensor, bin_edges: Tensor, sigma: float) -> Tensor:
     """HL-Gauss target ``[..., K]`` over the ``K`` bins between ``bin_edges [K + 1]``:
     ``p_k ∝ Φ((e_{k+1} − x)/σ) − Φ((e_k − x)/σ)``, normalised over the support ("Stop
-    Regressing"; the paper sets σ to 0.75 bin widths). Decode with the bin centres."""
+    Regressing"; the paper sets σ to 0.75 bin widths). Decode with the bin centres. float32 and
+    float64 in give the same dtype out; any other dtype gives float32 (as ``two_hot``)."""
     _check_support("bin_edges", bin_edges)
     if not sigma > 0:
         raise ValueError(f"sigma: expected > 0, got {sigma}")
@@ -100,6 +103,12 @@ def categorical_projection(
     onto ``support``: ``m = Σ_j p_j · two_hot(clip(r + γ z_j), support)``. ``discounts`` is
     ``γ · (1 − terminated)``. Shapes ``[..., K]``, ``[...]``, ``[...]`` → ``[..., K]``. On an
     evenly spaced support this is exactly the paper's ``l = ⌊b⌋, u = ⌈b⌉`` split."""
+    _check_support("support", support)
+    if next_probs.shape[-1] != support.numel():
+        raise ValueError(
+            f"next_probs: expected one probability per support atom (last axis {support.numel()}), "
+            f"got shape {tuple(next_probs.shape)}"
+        )
     if rewards.shape != discounts.shape or next_probs.shape[:-1] != rewards.shape:
         raise ValueError(
             f"next_probs, rewards, discounts: expected [..., K], [...], [...] with the same [...], "

@@ -280,6 +280,8 @@ def passk_advantages(
     a non-zero advantage, ``r_max − r_second``, divided by ``std_g + eps`` if ``norm_by_std``;
     ties go to the first best response. A group of one gets 0 (verl raises)."""
     index, G = _group_index(scores, group_size, group_ids)
+    if not (isinstance(eps, (int, float)) and eps >= 0):
+        raise ValueError(f"eps: expected a non-negative float, got {eps!r}")
     r = scores.to(compute_dtype(scores))
     order, start, count = _sort_within_groups(r, index, G, descending=True)  # first best wins ties
     best = order[start]

@@ -22,6 +22,8 @@ KL_KINDS = ("k1", "k2", "k3")
 
 
 def _check_tokens(mask: Tensor, **tensors: Tensor) -> None:
+    if not isinstance(mask, Tensor):
+        raise ValueError(f"mask: expected a torch.Tensor [B, L], got {type(mask).__name__}")
     for name, t in tensors.items():
         if not isinstance(t, Tensor) or t.shape != mask.shape:
             shape = tuple(t.shape) if isinstance(t, Tensor) else type(t).__name__
@@ -88,7 +90,12 @@ def policy_loss(
     Games with Deep RL"). Aggregated by ``aggregate(ℓ, mask, agg)``. ``advantages`` is ``[B, L]``
     or ``[B]`` (broadcast over tokens). Matches verl's ``compute_policy_loss``.
     """
-    if advantages.ndim == 1:
+    if isinstance(advantages, Tensor) and isinstance(mask, Tensor) and advantages.ndim == 1:
+        if advantages.shape[0] != mask.shape[0]:
+            raise ValueError(
+                f"advantages: expected [B] = ({mask.shape[0]},) per response or the shape of mask "
+                f"{tuple(mask.shape)}, got {tuple(advantages.shape)}"
+            )
         advantages = advantages[:, None].expand_as(mask)
     _check_tokens(mask, logp=logp, old_logp=old_logp, advantages=advantages)
     clip_high = clip_low if clip_high is None else clip_high
@@ -124,8 +131,11 @@ def kl_penalty(
     * ``k2 = x² / 2`` — biased (its mean is ½E[x²] ≥ KL to second order), low variance, its
       gradient is the reverse KL's (verl ``mse``);
     * ``k3 = eˣ − x − 1`` — unbiased and ≥ 0 (verl ``low_var_kl``, GRPO's estimator). Like verl, x is
-      clamped to ±20 and the result to ``[−clamp, clamp]`` (``clamp=None`` turns both off).
+      clamped to ±20 and the result to ``[−clamp, clamp]`` (``clamp=None`` turns both off; a
+      ``clamp`` ≤ 0 is an error, since it would turn the KL off silently).
     """
+    if clamp is not None and not clamp > 0:
+        raise ValueError(f"clamp: expected a positive bound or None, got {clamp!r}")
     if logp.shape != ref_logp.shape:
         raise ValueError(
             f"ref_logp: expected the shape of logp {tuple(logp.shape)}, got {tuple(ref_logp.shape)}"

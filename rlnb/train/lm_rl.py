@@ -121,15 +121,38 @@ class RLConfig:
             raise ValueError(f"kl_kind: expected one of {KL_KINDS}, got {self.kl_kind!r}")
         if self.agg not in AGG_MODES:
             raise ValueError(f"agg: expected one of {AGG_MODES}, got {self.agg!r}")
-        for name in ("steps", "group_size", "prompts_per_step", "epochs", "minibatches"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                raise ValueError(f"{name}: expected a positive int, got {getattr(self, name)!r}")
+        positive = ("steps", "group_size", "prompts_per_step", "epochs", "minibatches")
+        positive += ("eval_every", "eval_prompts", "reference_rollouts")
+        for name in positive + ("warmup_steps", "reference_every", "checkpoint_every"):
+            value, least = getattr(self, name), 1 if name in positive else 0
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise ValueError(f"{name}: expected an int ≥ {least}, got {value!r}")
+        if self.max_new_tokens is not None and not (
+            isinstance(self.max_new_tokens, int) and self.max_new_tokens >= 1
+        ):
+            raise ValueError(
+                f"max_new_tokens: expected None or a positive int, got {self.max_new_tokens!r}"
+            )
+        for name, ok, expected in (  # written so that NaN fails every test
+            ("lr", lambda v: v > 0, "> 0"),
+            ("value_lr", lambda v: v > 0, "> 0"),
+            ("temperature", lambda v: v > 0, "> 0"),
+            ("kl_coef", lambda v: v >= 0, "≥ 0"),
+            ("clip_low", lambda v: 0 <= v < 1, "in [0, 1)"),
+            ("clip_high", lambda v: v >= 0, "≥ 0 (or None: = clip_low)"),
+            ("value_clip", lambda v: v > 0, "> 0"),
+            ("qae_k", lambda v: 0 < v < 1, "a quantile in (0, 1)"),
+            ("lmbda", lambda v: 0 <= v <= 1, "in [0, 1]"),
+        ):
+            value = getattr(self, name)
+            if name == "clip_high" and value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not ok(value):
+                raise ValueError(f"{name}: expected a number {expected}, got {value!r}")
         if self.minibatches > self.prompts_per_step:
             raise ValueError("minibatches: expected at most prompts_per_step (they split groups)")
         if self.pvpo_filter and self.algorithm != "pvpo":
             raise ValueError(f"pvpo_filter: only for algorithm 'pvpo', got {self.algorithm!r}")
-        if not self.temperature > 0 or self.kl_coef < 0 or not self.lr > 0:
-            raise ValueError("temperature, kl_coef, lr: expected > 0, ≥ 0 and > 0")
 
 
 RESUMABLE_FIELDS = ("steps", "eval_every", "progress", "checkpoint_every", "checkpoint_dir")
