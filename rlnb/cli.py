@@ -70,7 +70,13 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, ValueError) as exc:
         print(f"rlnb: {exc}", file=sys.stderr)
         return 2
+    if not infos:
+        where = args.notebooks or runner.notebooks_dir()
+        print(f"rlnb: no notebook (NN_slug.ipynb) in {where}", file=sys.stderr)
+        return 2
     if args.command == "list":
+        broken = [i for i in infos if i.error]
+        infos = [i for i in infos if not i.error]
         if args.markdown:
             print(markdown_table(infos))
         else:
@@ -79,16 +85,20 @@ def main(argv: list[str] | None = None) -> int:
                     f"{i.id}  {i.title}\n    builds on: {i.builds_on or '-'}"
                     f"\n    papers: {i.papers or '-'}\n    runtime: {i.runtime or '-'}"
                 )
-        return 0
+        for i in broken:
+            print(f"rlnb: {i.error}", file=sys.stderr)
+        return 1 if broken else 0
 
     try:
         chosen = runner.select(infos, args.ids)
         params = dict(_parse_param(p) for p in args.param)
         out = args.out or runner.default_out_dir()
-        if args.timeout <= 0:
+        if not args.timeout > 0:  # NaN too
             raise ValueError(
                 f"--timeout: expected a positive number of seconds, got {args.timeout}"
             )
+        if out.exists() and not out.is_dir():
+            raise FileExistsError(f"--out: {out} is a file; expected a new or empty directory")
         if out.exists() and any(out.iterdir()):
             raise FileExistsError(
                 f"--out: {out} already exists and is not empty; choose a new directory"

@@ -15,8 +15,11 @@ import json
 import os
 import platform
 import re
+import signal
 import subprocess
+import threading
 import time
+import weakref
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -39,6 +42,7 @@ class NotebookInfo:
     papers: str
     runtime: str
     builds_on: str = ""  # "01, 02": the notebooks to read first ("—" for none)
+    error: str = ""  # why the file could not be read (a corrupt .ipynb); empty when it could
 
     @property
     def order(self) -> tuple[int, str]:
@@ -90,7 +94,11 @@ def read_info(path: Path) -> NotebookInfo:
             f"optional lower-case letter, '_', then lower-case letters, digits and '_'), "
             f"got {path.name!r}"
         )
-    nb = nbformat.read(path, as_version=4)
+    try:
+        nb = nbformat.read(path, as_version=4)
+    except Exception as exc:  # corrupt JSON, not a notebook: say which file, let the others run
+        error = f"{path.name}: cannot read the notebook ({type(exc).__name__}: {exc})"
+        return NotebookInfo(m.group(1), path.stem, path, "", "", "", "", error.splitlines()[0])
     first = next((c.source for c in nb.cells if c.cell_type == "markdown"), "")
     heading = next((ln for ln in first.splitlines() if ln.startswith("# ")), f"# {path.stem}")
     title = re.sub(r"^#\s*(\d+[a-z]?\s*[·:.-]\s*)?", "", heading).strip()
@@ -109,9 +117,13 @@ def discover(directory: Path | None = None) -> list[NotebookInfo]:
     """Every notebook in the notebooks directory, ordered by number then letter.
 
     Raises ``ValueError`` for any ``.ipynb`` whose name is not ``NN_slug`` or ``NNx_slug``: a
-    misnamed notebook would otherwise be silently left out of ``rlnb run`` and the tests.
+    misnamed notebook would otherwise be silently left out of ``rlnb run`` and the tests; and
+    ``FileNotFoundError`` when ``directory`` is not a directory. A notebook that cannot be read is
+    listed with its ``error`` (``run_notebook`` reports it as failed), so the others still run.
     """
     directory = Path(directory) if directory else notebooks_dir()
+    if not directory.is_dir():
+        raise FileNotFoundError(f"--notebooks: {directory} is not a directory")
     return sorted((read_info(p) for p in directory.glob("*.ipynb")), key=lambda i: i.order)
 
 
@@ -177,11 +189,34 @@ def _kernel_manager_class():
         shell_channel_class = Type(ShellChannel)
 
     class Manager(AsyncKernelManager):
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            _MANAGERS.add(self)
+
         @default("client_factory")
         def _client_factory_default(self):
             return Client
 
     return Manager
+
+
+_MANAGERS: weakref.WeakSet = weakref.WeakSet()  # the kernel managers this process created
+
+
+def _kill_kernels() -> int:
+    """SIGKILL every live kernel this process started; return how many. Each kernel runs in a
+    session of its own (jupyter_client starts it so), so a Ctrl-C in the terminal never reaches
+    it, and a kernel busy in torch would not answer a polite shutdown for as long as its cell runs."""
+    killed = 0
+    for km in list(_MANAGERS):
+        process = getattr(getattr(km, "provisioner", None), "process", None)
+        if process is not None and process.poll() is None:
+            try:
+                os.killpg(process.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                process.kill()
+            killed += 1
+    return killed
 
 
 def run_notebook(
@@ -195,14 +230,18 @@ def run_notebook(
     """Execute one notebook with papermill at ``profile``; never raises for the notebook's own errors.
 
     ``timeout`` bounds the whole notebook (seconds): each cell may use what is left of it.
-    Ctrl-C ends the notebook with status ``"interrupted"`` (the caller decides whether to stop).
+    Ctrl-C ends the notebook with status ``"interrupted"`` (the caller decides whether to stop):
+    the kernel is killed at once, whatever its cell is doing, and nbclient sees it gone within a
+    second; a second Ctrl-C, or one before the kernel runs, raises ``KeyboardInterrupt`` here.
     """
     import papermill as pm
     from nbclient.exceptions import CellTimeoutError
 
     if profile not in PROFILES:
         raise ValueError(f"profile: expected one of {PROFILES}, got {profile!r}")
-    if timeout <= 0:
+    if info.error:
+        return Result(info.name, "failed", 0.0, error=info.error)
+    if not timeout > 0:
         raise ValueError(f"timeout: expected a positive number of seconds, got {timeout}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -215,6 +254,15 @@ def run_notebook(
     status, error, tb = "ok", "", ""
     old_env = os.environ.get(METRICS_ENV)
     os.environ[METRICS_ENV] = str(metrics_file.resolve())
+    interrupted = []
+
+    def on_sigint(signum, frame):
+        if interrupted or not _kill_kernels():
+            raise KeyboardInterrupt
+        interrupted.append(time.perf_counter())
+
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, on_sigint) if main else None
     try:
         pm.execute_notebook(
             str(info.path),
@@ -239,10 +287,15 @@ def run_notebook(
         status = "failed"
         error, tb = _describe_error(exc)
     finally:
+        if main:
+            signal.signal(signal.SIGINT, previous)
         if old_env is None:
             os.environ.pop(METRICS_ENV, None)
         else:
             os.environ[METRICS_ENV] = old_env
+    if interrupted:  # the kernel was killed on Ctrl-C: whatever nbclient made of that
+        status = "interrupted"
+        error, tb = f"interrupted (Ctrl-C) after {interrupted[0] - start:.1f} s", ""
     result = Result(
         info.name,
         status,

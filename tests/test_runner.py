@@ -289,3 +289,97 @@ def test_notebook_tests_execute_a_lettered_notebook(lettered):
     ):
         assert f"{test}[01b_extends_one] PASSED" in proc.stdout, proc.stdout[-3000:]
     assert "01b_extends_one" in proc.stdout.split("notebook budget")[-1]
+
+
+def test_cli_missing_or_empty_notebooks_directory_exits_2(tmp_path):
+    missing = rlnb_cmd("--notebooks", str(tmp_path / "nope"), "list")
+    assert (
+        missing.returncode == 2 and "nope" in missing.stderr and "Traceback" not in missing.stderr
+    )
+    empty = rlnb_cmd("--notebooks", str(tmp_path), "run", "--out", str(tmp_path / "r"))
+    assert empty.returncode == 2 and "no notebook" in empty.stderr
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_corrupt_notebook_is_named_and_the_others_still_run(tmp_path):
+    d = tmp_path / "nbs"
+    d.mkdir()
+    write_contract_nb(d / "00_start.ipynb", "—")
+    (d / "01_broken.ipynb").write_text('{"cells": [', encoding="utf-8")  # cut off mid-write
+    listed = rlnb_cmd("--notebooks", str(d), "list")
+    assert listed.returncode == 1 and "00  00_start" in listed.stdout
+    assert "01_broken.ipynb: cannot read the notebook" in listed.stderr
+    assert "Traceback" not in listed.stderr
+    ran = rlnb_cmd("--notebooks", str(d), "run", "--out", str(tmp_path / "r"))
+    assert ran.returncode == 1 and "01_broken failed: 01_broken.ipynb: cannot read" in ran.stderr
+    data = json.loads((tmp_path / "r" / "metrics.json").read_text())
+    assert data["notebooks"]["00_start"]["status"] == "ok"
+    assert data["notebooks"]["01_broken"]["status"] == "failed"
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--timeout", "nan"], "--timeout"),
+        (["--timeout", "-1"], "--timeout"),
+        (["--timeout", "0"], "--timeout"),
+    ],
+)
+def test_cli_bad_timeout_exits_2_with_one_line(series, tmp_path, args, message):
+    proc = rlnb_cmd("--notebooks", str(series), "run", "0", "--out", str(tmp_path / "r"), *args)
+    assert proc.returncode == 2 and message in proc.stderr
+    assert proc.stderr.strip().count("\n") == 0 and not (tmp_path / "r").exists()
+
+
+def test_cli_out_pointing_at_a_file_exits_2(series, tmp_path):
+    target = tmp_path / "report.txt"
+    target.write_text("keep me")
+    proc = rlnb_cmd("--notebooks", str(series), "run", "0", "--out", str(target))
+    assert proc.returncode == 2 and "is a file" in proc.stderr and "Traceback" not in proc.stderr
+    assert target.read_text() == "keep me"
+
+
+def test_ctrl_c_in_a_busy_torch_cell_ends_the_run_within_seconds(tmp_path):
+    """SIGINT to ``rlnb run`` (what Ctrl-C sends; the kernel sits in a session of its own) while a
+    cell spins in torch: exit 130 within seconds, the report written, no traceback on the
+    terminal, and no kernel left behind."""
+    import signal
+    import time
+
+    import psutil
+
+    d = tmp_path / "nbs"
+    d.mkdir()
+    write_contract_nb(d / "00_start.ipynb", "—")
+    marker = tmp_path / "kernel.pid"
+    busy = f"import os, torch\nopen({str(marker)!r}, 'w').write(str(os.getpid()))\nwhile True:\n    torch.randn(300, 300) @ torch.randn(300, 300)"
+    write_nb(d / "01_busy.ipynb", busy)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "rlnb", "--notebooks", str(d), "run", "--out", str(tmp_path / "r")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 180
+    while not (marker.exists() and marker.read_text()):
+        assert proc.poll() is None and time.monotonic() < deadline, "the busy cell never started"
+        time.sleep(0.2)
+    time.sleep(1.0)  # well inside the torch loop
+    sent = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    try:
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130 and time.monotonic() - sent < 15, err[-2000:]
+    assert "Traceback" not in err and "interrupted" in err, err[-2000:]
+    data = json.loads((tmp_path / "r" / "metrics.json").read_text())
+    assert data["notebooks"]["00_start"]["status"] == "ok"
+    assert data["notebooks"]["01_busy"]["status"] == "interrupted"
+    kernel = int(marker.read_text())
+    for _ in range(50):  # gone, or a zombie waiting for init to reap it
+        if not psutil.pid_exists(kernel) or psutil.Process(kernel).status() == "zombie":
+            break
+        time.sleep(0.1)
+    else:
+        raise AssertionError(f"the kernel {kernel} is still running")
