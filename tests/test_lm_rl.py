@@ -3,6 +3,7 @@ the KL term, the critic's alignment and bad input."""
 
 import copy
 import dataclasses
+import json
 
 import pytest
 import torch
@@ -361,3 +362,63 @@ def test_the_progress_bar_reaches_its_total(reasoner, monkeypatch):
     monkeypatch.setattr(lm_rl, "tqdm", spy)
     train(copy.deepcopy(model), tok, Addition(2), tiny_run(progress=True))
     assert len(bars) == 1 and bars[0].n == bars[0].total == 2
+
+
+def test_an_interrupted_save_leaves_the_previous_checkpoint(reasoner, tmp_path, monkeypatch):
+    """The second checkpoint's save fails half-way (a full disk): resuming continues from the
+    first one, exactly as a run that never failed (before, the new policy sat beside the old
+    step and optimizer, and resume went on silently from that mix)."""
+    model, tok = reasoner
+    cfg = dict(algorithm="ppo", steps=3, checkpoint_every=1)
+    full, _ = train(copy.deepcopy(model), tok, Addition(2), tiny_run(**cfg))
+    calls, real = [], lm_rl.save_file
+
+    def fail_second_time(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise OSError("No space left on device")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(lm_rl, "save_file", fail_second_time)
+    ckpt = tiny_run(**cfg, checkpoint_dir=str(tmp_path / "run"))
+    with pytest.raises(OSError, match="No space"):
+        train(copy.deepcopy(model), tok, Addition(2), ckpt)
+    monkeypatch.setattr(lm_rl, "save_file", real)
+    assert json.loads((tmp_path / "run" / "state.json").read_text())["next_step"] == 1
+    resumed, _ = train(copy.deepcopy(model), tok, Addition(2), ckpt)
+    cols = ["step", "reward", "loss", "grad_norm", "entropy", "pass1"]
+    torch.testing.assert_close(
+        torch.tensor(resumed[cols].to_numpy(float)),
+        torch.tensor(full[cols].to_numpy(float)),
+        equal_nan=True,
+    )
+
+
+def test_a_save_stopped_between_its_renames_is_found(reasoner, tmp_path):
+    model, tok = reasoner
+    ckpt = tiny_run(steps=1, checkpoint_dir=str(tmp_path / "run"))
+    train(copy.deepcopy(model), tok, Addition(2), ckpt)
+    (tmp_path / "run").rename(tmp_path / "run.previous")  # the old one moved aside, no new one yet
+    assert lm_rl.existing_checkpoint(tmp_path / "run") == tmp_path / "run.previous"
+    again, _ = train(copy.deepcopy(model), tok, Addition(2), ckpt)
+    assert again.step.tolist() == [0, 1]
+
+
+@pytest.mark.parametrize("damage", ["truncate history.csv", "flip a byte of policy.safetensors"])
+def test_a_damaged_checkpoint_is_refused_by_name_before_the_model_changes(
+    reasoner, tmp_path, damage
+):
+    model, tok = reasoner
+    ckpt = tiny_run(steps=1, lr=1e-2, checkpoint_dir=str(tmp_path))
+    train(copy.deepcopy(model), tok, Addition(2), ckpt)
+    name = damage.split()[-1]
+    data = (tmp_path / name).read_bytes()
+    if name == "history.csv":  # the last row lost: a silently shorter history before
+        (tmp_path / name).write_bytes(b"\n".join(data.rstrip(b"\n").split(b"\n")[:-1]) + b"\n")
+    else:  # a bit flip in the weights: silently different weights before
+        (tmp_path / name).write_bytes(data[:-7] + bytes([data[-7] ^ 0x10]) + data[-6:])
+    fresh = copy.deepcopy(model)
+    before = [p.detach().clone() for p in fresh.parameters()]
+    with pytest.raises(ValueError, match=f"{name}: corrupt or truncated"):
+        train(fresh, tok, Addition(2), dataclasses.replace(ckpt, steps=2))
+    assert all(torch.equal(b, p) for b, p in zip(before, fresh.parameters()))

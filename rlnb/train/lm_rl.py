@@ -29,8 +29,10 @@ Each step draws ``prompts_per_step`` train prompts (``draw_prompts``) and then
    differentiate: no second forward pass. On CUDA the forward passes run under bf16 autocast.
 
 With ``checkpoint_dir``, every ``checkpoint_every`` steps and at the end the policy, the critic,
-PVPO's frozen policy, Adam's state (all safetensors), the step, PVPO's reference values and what
-defines the run (``state.json``) and the history (``history.csv``) are written there. Calling
+PVPO's frozen policy, Adam's state (all safetensors), the step, PVPO's reference values, what
+defines the run and each file's SHA-256 (``state.json``) and the history (``history.csv``) are
+written there, atomically (``save_checkpoint``): an interrupted save leaves the previous checkpoint,
+and a corrupt or truncated file is refused by name before anything is loaded. Calling
 ``train`` again on that directory continues the run: on CPU exactly as if it had never stopped
 (sampling and minibatch order are seeded by the step number), also when ``steps`` grew (a finished
 2-step run extended to 4 equals one 4-step run). A config that changes what is computed is
@@ -43,6 +45,8 @@ import copy
 import dataclasses
 import hashlib
 import json
+import os
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -408,38 +412,82 @@ def greedy_pass_at_1(model, tokenizer, task, prompts: list[str]) -> float:
     )
 
 
+CHECKPOINT_FILES = (
+    "policy.safetensors",
+    "critic.safetensors",
+    "initial_policy.safetensors",
+    "optimizer.safetensors",
+    "history.csv",
+)
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
 def save_checkpoint(
     directory, next_step: int, model, critic, frozen, optimizer, reference, history, run: dict
 ):
     """Write everything ``train`` needs to continue at ``next_step`` (see the module docstring);
-    ``run`` is ``run_identity``'s record of what the run computes."""
+    ``run`` is ``run_identity``'s record of what the run computes.
+
+    Atomic: the files go to a fresh sibling directory ``<dir>.writing``, then ``state.json`` with
+    the SHA-256 of each file, written last; only then is the old checkpoint moved to
+    ``<dir>.previous``, the new one renamed to ``<dir>`` and the old one deleted. A save stopped at
+    any point (Ctrl-C, kill, a full disk) leaves a complete checkpoint at ``<dir>`` or
+    ``<dir>.previous``, which ``existing_checkpoint`` finds; never new weights beside an old step.
+    """
     d = Path(directory)
-    d.mkdir(parents=True, exist_ok=True)
-    save_model(model, str(d / "policy.safetensors"))
+    tmp, previous = d.with_name(f"{d.name}.writing"), d.with_name(f"{d.name}.previous")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    save_model(model, str(tmp / "policy.safetensors"))
     for name, module in (("critic", critic), ("initial_policy", frozen)):
         if module is not None:
-            save_model(module, str(d / f"{name}.safetensors"))
+            save_model(module, str(tmp / f"{name}.safetensors"))
     params = [p for group in optimizer.param_groups for p in group["params"]]
     state = {
         f"{i}.{key}": value.detach().contiguous()
         for i, p in enumerate(params)
         for key, value in optimizer.state.get(p, {}).items()
     }
-    save_file(state, str(d / "optimizer.safetensors"))
-    pd.DataFrame(history).to_csv(d / "history.csv", index=False)
-    state = {"next_step": next_step, "reference": reference, "run": run}
-    (d / "state.json").write_text(json.dumps(state))
+    save_file(state, str(tmp / "optimizer.safetensors"))
+    pd.DataFrame(history).to_csv(tmp / "history.csv", index=False)
+    files = {name: _sha256(tmp / name) for name in CHECKPOINT_FILES if (tmp / name).exists()}
+    state = {"next_step": next_step, "reference": reference, "run": run, "files": files}
+    (tmp / "state.json").write_text(json.dumps(state))
+    if d.exists():  # complete (it only ever appears by a rename): keep it until the new one is in
+        shutil.rmtree(previous, ignore_errors=True)
+        os.replace(d, previous)
+    os.replace(tmp, d)
+    shutil.rmtree(previous, ignore_errors=True)
+
+
+def existing_checkpoint(directory) -> Path | None:
+    """The complete checkpoint of ``directory``: itself, else ``<dir>.previous`` left by a save
+    that stopped between its two renames; None when there is none."""
+    d = Path(directory)
+    for candidate in (d, d.with_name(f"{d.name}.previous")):
+        if (candidate / "state.json").is_file():
+            return candidate
+    return None
 
 
 def load_checkpoint(
-    directory, model, critic, frozen, optimizer, run: dict
+    directory, model, critic, frozen, optimizer, run: dict, steps: int | None = None
 ) -> tuple[int, dict, list]:
     """Restore what ``save_checkpoint`` wrote; return ``(next_step, reference, history rows)``.
 
-    Refuses (``ValueError`` naming the fields) a checkpoint whose run differs from ``run``: only
-    ``RESUMABLE_FIELDS`` may change when a run continues."""
+    Everything is checked before anything is loaded, so a refused checkpoint leaves ``model``,
+    ``critic``, ``frozen`` and ``optimizer`` as they were: a run that differs from ``run`` is
+    refused naming the fields (only ``RESUMABLE_FIELDS`` may change when a run continues), and a
+    missing, corrupt or truncated file (its SHA-256 differs from the one recorded at save) is
+    refused naming the file, as is a checkpoint that has trained more than ``steps`` steps."""
     d = Path(directory)
-    state = json.loads((d / "state.json").read_text())
+    try:
+        state = json.loads((d / "state.json").read_text())
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{d / 'state.json'}: corrupt checkpoint file ({err})") from err
     saved = state.get("run", {})
     changed = sorted(k for k in set(saved) | set(run) if saved.get(k) != run.get(k))
     if changed:
@@ -449,6 +497,20 @@ def load_checkpoint(
             f"{', '.join(RESUMABLE_FIELDS)} may change when a run continues — use a new "
             "checkpoint_dir"
         )
+    if steps is not None and state["next_step"] > steps:
+        raise ValueError(
+            f"steps: the checkpoint has trained {state['next_step']} steps, got {steps}"
+        )
+    if "files" not in state:
+        raise ValueError(f"{d / 'state.json'}: no file hashes (an older rlnb wrote it); start anew")
+    for name, digest in state["files"].items():
+        if not (d / name).is_file():
+            raise ValueError(f"{d / name}: missing from the checkpoint")
+        if _sha256(d / name) != digest:
+            raise ValueError(
+                f"{d / name}: corrupt or truncated (its SHA-256 differs from the one recorded "
+                "when the checkpoint was written)"
+            )
     load_model(model, str(d / "policy.safetensors"))
     for name, module in (("critic", critic), ("initial_policy", frozen)):
         if module is not None:
@@ -521,12 +583,11 @@ def train(
             )  # fmt: skip
 
     history, first, final = [], 0, None
-    if cfg.checkpoint_dir and (Path(cfg.checkpoint_dir) / "state.json").exists():
+    found = existing_checkpoint(cfg.checkpoint_dir) if cfg.checkpoint_dir else None
+    if found is not None:
         first, cache, history = load_checkpoint(
-            cfg.checkpoint_dir, model, critic, ref and ref.frozen, optimizer, run
+            found, model, critic, ref and ref.frozen, optimizer, run, cfg.steps
         )
-        if first > cfg.steps:
-            raise ValueError(f"steps: the checkpoint has trained {first} steps, got {cfg.steps}")
         if ref is not None:
             ref.cache.update(cache)
         if history and history[-1]["step"] == first == cfg.steps:
