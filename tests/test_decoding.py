@@ -196,6 +196,24 @@ def test_sampler_rejects_bad_arguments(lm):
             sample(model, tok, PROMPTS, **kwargs)
     with pytest.raises(ValueError, match="prompts"):
         sample(model, tok, "1+2=")
+    for kwargs in ({"temperature": float("nan")}, {"top_p": float("nan")}):
+        with pytest.raises(ValueError, match=next(iter(kwargs))):
+            sample(model, tok, PROMPTS, **kwargs)
+
+
+def test_sampling_cannot_run_past_the_context():
+    """The shipped reasoner has 16 positions: the default 16 new tokens after a 7-token prompt
+    used to crash with an IndexError when a row did not stop (temperature 2)."""
+    from rlnb.models.lm import load_reasoner
+
+    model, tok = load_reasoner("addition")
+    with pytest.raises(
+        ValueError,
+        match=r"longest prompt has 7 tokens.*max_new_tokens 16 > the model's 16 positions",
+    ):
+        sample(model, tok, ["12+34="], n=8, temperature=2.0, seed=0)
+    out = sample(model, tok, ["12+34="], n=8, max_new_tokens=9, temperature=2.0, seed=0)
+    assert out.completion_ids.shape[1] <= 9  # 7 + 9 = 16 positions: fits
 
 
 def brute_force_pass_at_k(c, n, k):

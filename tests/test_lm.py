@@ -95,5 +95,37 @@ def test_load_reasoner_names_a_corrupt_file(checkpoint):
 
 
 def test_load_reasoner_rejects_an_unknown_name():
-    with pytest.raises(ValueError, match="shipped reasoner"):
+    with pytest.raises(ValueError, match="shipped reasoner") as err:
         load_reasoner("multiplication")
+    message = str(err.value)  # where it looked and how to get the data
+    assert str(data_dir() / "reasoners") in message and "RLNB_DATA" in message
+    assert "build_reasoners" in message
+
+
+def test_a_checkpoint_with_half_its_tensors_is_refused_naming_them(checkpoint):
+    from safetensors.torch import load_file, save_file
+
+    tensors = load_file(checkpoint / "model.safetensors")
+    kept = dict(list(tensors.items())[: len(tensors) // 2])
+    save_file(kept, checkpoint / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(
+        ValueError, match="model.safetensors: does not match .*missing keys: "
+    ) as err:
+        load_reasoner(checkpoint)
+    dropped = sorted(set(tensors) - set(kept))
+    assert dropped[0] in str(err.value)
+
+
+def test_tokenizer_ids_beyond_the_embedding_are_refused(checkpoint):
+    spec = json.loads((checkpoint / "tokenizer.json").read_text())
+    vocab = spec["model"]["vocab"]
+    vocab["Z"] = max(vocab.values()) + 1  # one more character than the model has rows for
+    (checkpoint / "tokenizer.json").write_text(json.dumps(spec))
+    with pytest.raises(ValueError, match="tokenizer.json: 16 token ids, but the model's embedding"):
+        load_reasoner(checkpoint)
+
+
+def test_a_missing_local_directory_is_not_a_hub_error(tmp_path):
+    for path in (tmp_path / "nowhere", str(tmp_path / "nowhere"), "./no/such/dir"):
+        with pytest.raises(FileNotFoundError, match="directory not found"):
+            load_reasoner(path)

@@ -54,6 +54,19 @@ class Samples:
         return torch.cat([torch.zeros_like(self.prompt_mask), self.response_mask], dim=1)
 
 
+def check_context(model, prompt_tokens: int, max_new_tokens: int) -> None:
+    """``ValueError`` unless the longest prompt plus ``max_new_tokens`` fit the model's positions
+    (``config.max_position_embeddings``, when it has one): past them a row that does not stop
+    would index a position embedding that does not exist, and the completion could not be scored
+    in one pass (``completion_logprobs``) either."""
+    limit = getattr(model.config, "max_position_embeddings", None)
+    if limit is not None and prompt_tokens + max_new_tokens > limit:
+        raise ValueError(
+            f"max_new_tokens: the longest prompt has {prompt_tokens} tokens, and {prompt_tokens} + "
+            f"max_new_tokens {max_new_tokens} > the model's {limit} positions"
+        )
+
+
 def _top_p_filter(probs: Tensor, top_p: float) -> Tensor:
     """Zero the tail of each row outside the smallest set with mass ≥ ``top_p`` (nucleus)."""
     sorted_probs, order = probs.sort(dim=-1, descending=True)
@@ -88,7 +101,7 @@ def sample(
         raise ValueError(f"n: expected a positive integer, got {n!r}")
     if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
         raise ValueError(f"max_new_tokens: expected a positive integer, got {max_new_tokens!r}")
-    if temperature < 0:
+    if not temperature >= 0:  # NaN too
         raise ValueError(f"temperature: expected ≥ 0, got {temperature}")
     if not 0.0 < top_p <= 1.0:
         raise ValueError(f"top_p: expected a number in (0, 1], got {top_p}")
@@ -99,6 +112,7 @@ def sample(
             generator = torch.Generator(device=device).manual_seed(seed)
         enc = tokenizer(list(prompts), return_tensors="pt", padding=True)
         ids, mask = enc["input_ids"].to(device), enc["attention_mask"].to(device)
+        check_context(model, int(mask.sum(1).max()), max_new_tokens)
         eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
 
         # Prefill each prompt once, then copy its KV cache to its n rows.

@@ -134,9 +134,14 @@ def load_reasoner(name_or_path: str | Path, device="cpu"):
         if name_or_path not in shipped_reasoners():
             raise ValueError(
                 f"name_or_path: {name_or_path!r} is neither a shipped reasoner "
-                f"{shipped_reasoners()} nor a directory; pass a hub id as 'owner/name'"
+                f"{shipped_reasoners()} nor a directory; pass a hub id as 'owner/name'. Shipped "
+                f"reasoners are looked for in {data_dir() / 'reasoners'} (the repository's data/, "
+                f"or ${DATA_ENV}): clone the repository and set {DATA_ENV} to its data/, or "
+                "rebuild one with `python -m rlnb.train.build_reasoners NAME`"
             )
         path = data_dir() / "reasoners" / name_or_path
+    elif not path.exists() and _looks_local(name_or_path):
+        raise FileNotFoundError(f"name_or_path: {path}: directory not found")
     if path.exists():
         check_checkpoint(path)
         tiny = _is_char_tokenizer(path)
@@ -144,7 +149,10 @@ def load_reasoner(name_or_path: str | Path, device="cpu"):
         # Sequences of a dozen tokens: eager attention beats SDPA's kernels (a training step's
         # forward + backward on 128 addition answers, CPU: 20.4 → 16.7 ms).
         attention = {"attn_implementation": "eager"} if tiny else {}
-        model = AutoModelForCausalLM.from_pretrained(path, use_safetensors=True, **attention)
+        model, info = AutoModelForCausalLM.from_pretrained(
+            path, use_safetensors=True, output_loading_info=True, **attention
+        )
+        check_complete(path, model, tokenizer, info)
     else:
         tokenizer = AutoTokenizer.from_pretrained(name_or_path)
         model = AutoModelForCausalLM.from_pretrained(name_or_path, use_safetensors=True)
@@ -152,6 +160,37 @@ def load_reasoner(name_or_path: str | Path, device="cpu"):
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "left"
     return model.to(device).eval(), tokenizer
+
+
+def _looks_local(name_or_path) -> bool:
+    """A ``Path``, or a string a hub id (``owner/name``) cannot be: absolute, relative with ``.``
+    or ``~``, or with more than one ``/``."""
+    if isinstance(name_or_path, Path):
+        return True
+    return name_or_path.startswith(("/", ".", "~")) or name_or_path.count("/") > 1
+
+
+def check_complete(path: Path, model, tokenizer, loading_info: dict) -> None:
+    """Raise ``ValueError`` unless ``model.safetensors`` held exactly the tensors the config's model
+    has (``from_pretrained`` would otherwise leave missing ones random with only a log line) and
+    every tokenizer id has a row in the model's embedding."""
+    problems = {
+        kind.replace("_", " "): sorted(str(k) for k in loading_info.get(kind) or ())
+        for kind in ("missing_keys", "unexpected_keys", "mismatched_keys")
+    }
+    problems = {kind: keys for kind, keys in problems.items() if keys}
+    if problems:
+        listed = "; ".join(f"{kind}: {', '.join(keys[:6])}" + (" …" if len(keys) > 6 else "")
+                           for kind, keys in problems.items())  # fmt: skip
+        raise ValueError(
+            f"{path / 'model.safetensors'}: does not match config.json's model ({listed})"
+        )
+    rows = model.get_input_embeddings().num_embeddings
+    if len(tokenizer) > rows:
+        raise ValueError(
+            f"{path / 'tokenizer.json'}: {len(tokenizer)} token ids, but the model's embedding "
+            f"has only {rows} rows"
+        )
 
 
 def _is_char_tokenizer(path: Path) -> bool:
