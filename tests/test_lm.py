@@ -14,9 +14,9 @@ from rlnb.models.lm import (
     char_tokenizer,
     data_dir,
     load_reasoner,
+    sha256,
     tiny_causal_lm,
 )
-from rlnb.train.build_reasoners import sha256
 
 
 @pytest.mark.parametrize("alphabet", [Addition.alphabet, Composition.alphabet])

@@ -112,7 +112,7 @@ def sample(
             generator = torch.Generator(device=device).manual_seed(seed)
         enc = tokenizer(list(prompts), return_tensors="pt", padding=True)
         ids, mask = enc["input_ids"].to(device), enc["attention_mask"].to(device)
-        check_context(model, int(mask.sum(1).max()), max_new_tokens)
+        check_context(model, ids.shape[1], max_new_tokens)  # left-padded: the longest prompt
         eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
 
         # Prefill each prompt once, then copy its KV cache to its n rows.

@@ -90,7 +90,8 @@ def policy_loss(
     Games with Deep RL"). Aggregated by ``aggregate(ℓ, mask, agg)``. ``advantages`` is ``[B, L]``
     or ``[B]`` (broadcast over tokens). Matches verl's ``compute_policy_loss``.
     """
-    if isinstance(advantages, Tensor) and isinstance(mask, Tensor) and advantages.ndim == 1:
+    _check_tokens(mask)
+    if isinstance(advantages, Tensor) and advantages.ndim == 1:
         if advantages.shape[0] != mask.shape[0]:
             raise ValueError(
                 f"advantages: expected [B] = ({mask.shape[0]},) per response or the shape of mask "

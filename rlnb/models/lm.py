@@ -7,6 +7,7 @@ real model and tokenizer. Checkpoints are safetensors only; nothing is ever unpi
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -99,6 +100,11 @@ def shipped_reasoners() -> list[str]:
     )
 
 
+def sha256(path: Path) -> str:
+    """The SHA-256 of a file's bytes, as hex: what shipped and training checkpoints record."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
 def check_checkpoint(path: str | Path) -> Path:
     """Check that ``path`` holds a readable safetensors checkpoint; return it as a ``Path``.
 
@@ -180,8 +186,10 @@ def check_complete(path: Path, model, tokenizer, loading_info: dict) -> None:
     }
     problems = {kind: keys for kind, keys in problems.items() if keys}
     if problems:
-        listed = "; ".join(f"{kind}: {', '.join(keys[:6])}" + (" …" if len(keys) > 6 else "")
-                           for kind, keys in problems.items())  # fmt: skip
+        listed = "; ".join(
+            f"{kind}: {', '.join(keys[:6])}{' …' * (len(keys) > 6)}"
+            for kind, keys in problems.items()
+        )
         raise ValueError(
             f"{path / 'model.safetensors'}: does not match config.json's model ({listed})"
         )

@@ -36,10 +36,11 @@ def train(
     seed: int = 0,
     progress: bool = True,
 ) -> tuple[pd.DataFrame, PromptBandit]:
-    """On-policy RL on the bandit, in place: each step samples ``group_size`` answers for ``prompts_per_step``
-    random prompts, computes advantages with ``estimator`` (a name registered in
-    ``rlnb.estimators.registry``; QAE's quantile is ``qae_k``) and takes one ``optimizer`` step (``adam`` or ``sgd``;
-    SGD keeps each estimator's scale visible, Adam normalises it away) on ``policy_loss``.
+    """On-policy RL on the bandit, in place: each step samples ``group_size`` answers for
+    ``prompts_per_step`` random prompts, computes advantages with ``estimator`` (a name registered
+    in ``rlnb.estimators.registry``; QAE's quantile is ``qae_k``) and takes one ``optimizer`` step
+    (``adam`` or ``sgd``; SGD keeps each estimator's scale visible, Adam normalises it away) on
+    ``policy_loss``.
 
     ``reward_fn(sample, group_size) → scores`` replaces the verifier's rewards (e.g. majority-vote
     pseudo-rewards); pass@k and pass@1 are always measured against the true correctness. PVPO's

@@ -11,7 +11,6 @@ which go to ``metrics.json`` next to the weights.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import shutil
 from dataclasses import asdict, dataclass, field
@@ -21,7 +20,7 @@ import torch
 
 from rlnb.decoding.selection import evaluate_pass_at_k
 from rlnb.envs.tasks import Addition, Composition
-from rlnb.models.lm import char_tokenizer, data_dir, tiny_causal_lm
+from rlnb.models.lm import char_tokenizer, data_dir, sha256, tiny_causal_lm
 from rlnb.train.lm_sft import SFTConfig, train_sft
 
 
@@ -55,10 +54,6 @@ SPECS = {
     ),
 }
 TASKS = {"addition": Addition, "composition": Composition}
-
-
-def sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def build(name: str, out_root: Path | None = None) -> dict:

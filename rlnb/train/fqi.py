@@ -53,8 +53,9 @@ def fitted_q_iteration(
     sigma_ratio: float = 0.75,
     seed: int = 0,
 ) -> tuple[pd.DataFrame, ValueNetwork]:
-    """Run FQI; return ``(history, net)``, the last Q-network and one row per iteration: ``iteration``, ``q_rmse`` (RMSE of ``Q_k`` against ``Q*``
-    over non-terminal pairs) and ``regret`` (``max_s V*(s) − V^{π_k}(s)`` of the greedy policy)."""
+    """Run FQI; return ``(history, net)``: one row per iteration, ``iteration``, ``q_rmse`` (RMSE
+    of ``Q_k`` against ``Q*`` over non-terminal pairs) and ``regret`` (``max_s V*(s) − V^{π_k}(s)``
+    of the greedy policy), and the last Q-network."""
     if features.ndim != 2 or features.shape[0] != mdp.n_states:
         raise ValueError(
             f"features: expected shape [{mdp.n_states}, d], got {tuple(features.shape)}"

@@ -69,6 +69,7 @@ from rlnb.estimators.registry import (
     get_estimator,
 )
 from rlnb.models.forward import grouped_forward, position_ids_from_mask
+from rlnb.models.lm import sha256
 
 
 def algorithms() -> tuple[str, ...]:
@@ -421,10 +422,6 @@ CHECKPOINT_FILES = (
 )
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def save_checkpoint(
     directory, next_step: int, model, critic, frozen, optimizer, reference, history, run: dict
 ):
@@ -453,7 +450,7 @@ def save_checkpoint(
     }
     save_file(state, str(tmp / "optimizer.safetensors"))
     pd.DataFrame(history).to_csv(tmp / "history.csv", index=False)
-    files = {name: _sha256(tmp / name) for name in CHECKPOINT_FILES if (tmp / name).exists()}
+    files = {name: sha256(tmp / name) for name in CHECKPOINT_FILES if (tmp / name).exists()}
     state = {"next_step": next_step, "reference": reference, "run": run, "files": files}
     (tmp / "state.json").write_text(json.dumps(state))
     if d.exists():  # complete (it only ever appears by a rename): keep it until the new one is in
@@ -506,7 +503,7 @@ def load_checkpoint(
     for name, digest in state["files"].items():
         if not (d / name).is_file():
             raise ValueError(f"{d / name}: missing from the checkpoint")
-        if _sha256(d / name) != digest:
+        if sha256(d / name) != digest:
             raise ValueError(
                 f"{d / name}: corrupt or truncated (its SHA-256 differs from the one recorded "
                 "when the checkpoint was written)"
