@@ -79,6 +79,27 @@ def test_entropy_of_the_next_token_distribution(lm):
     assert (entropy[resp == 0] == 0).all() and (entropy[resp == 1] > 0).all()
 
 
+def test_sum_pi_squared_of_the_sampling_distribution(lm):
+    model, tok = lm
+    out = sample(model, tok, PROMPTS, n=2, max_new_tokens=6, temperature=0.8, seed=1,
+                 with_sum_pi_squared=True)  # fmt: skip
+    logits = (
+        model(
+            input_ids=out.input_ids,
+            attention_mask=out.attention_mask,
+            position_ids=position_ids_from_mask(out.attention_mask),
+        ).logits.float()
+        / 0.8
+    )
+    P = out.prompt_ids.shape[1]
+    probs = torch.softmax(
+        logits[:, P - 1 : -1], -1
+    )  # the distribution each completion token was drawn from
+    expected = (probs**2).sum(-1) * out.response_mask
+    torch.testing.assert_close(out.sum_pi_squared, expected, atol=1e-5, rtol=1e-5)
+    assert sample(model, tok, PROMPTS, max_new_tokens=2, seed=1).sum_pi_squared is None
+
+
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_completion_logprobs_equal_one_pass_over_prompt_and_completion(seed):
     """Each distinct prompt run once, its cache repeated: the same log-probs, entropies and

@@ -253,6 +253,42 @@ def tiny_run(**kw):
     return RLConfig(**{**cfg, "progress": False, "lr": 1e-3, "seed": 5, **kw})
 
 
+@pytest.mark.parametrize("algorithm", ["remax", "optimal_token_baseline", "gdpo"])
+def test_estimators_that_need_more_than_scores_train_by_name(reasoner, algorithm, monkeypatch):
+    """The rollout supplies each its inputs (a greedy completion's reward, Σπ², two reward
+    components), and a few steps train on them: what the update receives is the registered
+    estimator of those inputs."""
+    model, tok = reasoner
+    seen, real_advantages = [], lm_rl.advantages
+
+    def spy(batch, estimator, critic=None, **options):
+        adv = real_advantages(batch, estimator, critic, **options)
+        seen.append((batch, adv))
+        return adv
+
+    monkeypatch.setattr(lm_rl, "advantages", spy)
+    policy = copy.deepcopy(model)
+    history, _ = train(policy, tok, Addition(2), tiny_run(algorithm=algorithm, steps=3))
+    assert len(seen) == 3 and torch.isfinite(torch.tensor(history.loss.iloc[:3].values)).all()
+    need = {"remax": "greedy_scores", "optimal_token_baseline": "sum_pi_squared",
+            "gdpo": "reward_components"}[algorithm]  # fmt: skip
+    for batch, adv in seen:
+        assert need in batch.extras and (adv != 0).any()
+        B = len(batch.scores)
+        if algorithm == "remax":  # a greedy reward per prompt, shared by its group
+            greedy = batch.extras[need].view(-1, batch.group_size)
+            assert (greedy == greedy[:, :1]).all()
+            torch.testing.assert_close(adv[:, 0], batch.scores.float() - batch.extras[need].float())
+        if algorithm == "optimal_token_baseline":
+            pi2 = batch.extras[need][batch.samples.response_mask.bool()]
+            assert ((pi2 > 0) & (pi2 <= 1 + 1e-6)).all()
+        if algorithm == "gdpo":
+            comps = batch.extras[need]
+            assert comps.shape == (B, 2)
+            torch.testing.assert_close(comps[:, 0], batch.scores.float())
+            assert (comps[:, 1] >= comps[:, 0]).all()  # a right answer has the right length
+
+
 @pytest.mark.parametrize("algorithm", ["grpo", "ppo"])
 def test_extending_a_finished_run_equals_one_longer_run(reasoner, tmp_path, algorithm):
     """A finished 2-step run continued to 4 steps on its checkpoint = one 4-step run: every step

@@ -89,3 +89,9 @@ def test_decision_tokens_only_check_the_decisive_positions():
     assert task.reward(prompt, answer + "1") == 0.0
     with pytest.raises(ValueError, match="n_decisions"):
         DecisionTokens(length=4, n_decisions=5)
+
+
+def test_reward_components_are_correctness_and_length():
+    task = Addition(2)
+    parts = task.reward_components(["07+35="] * 3, ["042", "041", "42"])
+    assert parts == {"correct": [1.0, 0.0, 0.0], "length": [1.0, 1.0, 0.0]}

@@ -27,7 +27,8 @@ class Samples:
     token included, padding after it); ``response_mask`` ``[N, T]`` 1 on generated tokens;
     ``logprobs`` ``[N, T]`` (0 off the mask); ``text`` the decoded completions, ``prompts`` the
     prompt of each row; ``entropy`` ``[N, T]`` of each sampled token's distribution (only with
-    ``with_grad=True``).
+    ``with_grad=True``); ``sum_pi_squared`` ``[N, T]``, ``Σ_a π(a | x_<t)²`` of the sampling
+    distribution (only with ``with_sum_pi_squared=True``; the optimal token baselines read it).
     """
 
     prompt_ids: Tensor
@@ -38,6 +39,7 @@ class Samples:
     text: list[str]
     prompts: list[str]
     entropy: Tensor | None = None  # [N, T], only from sample(..., with_grad=True)
+    sum_pi_squared: Tensor | None = None  # [N, T], only with with_sum_pi_squared=True
 
     @property
     def input_ids(self) -> Tensor:
@@ -85,6 +87,7 @@ def sample(
     top_p: float = 1.0,
     seed: int | None = None,
     with_grad: bool = False,
+    with_sum_pi_squared: bool = False,
 ) -> Samples:
     """Sample ``n`` completions for each prompt, stopping each row at the tokenizer's EOS.
 
@@ -94,6 +97,7 @@ def sample(
     left alone); ``None`` uses the global RNG. ``with_grad=True`` keeps the autograd graph of the
     log-probs and adds the entropies (``Samples.entropy``): an on-policy update can then use the
     sampling pass itself instead of a second forward pass over the completions.
+    ``with_sum_pi_squared=True`` also records ``Σ_a π(a | x_<t)²`` per token (no gradient).
     """
     if isinstance(prompts, str) or len(prompts) == 0:
         raise ValueError("prompts: expected a non-empty list of strings")
@@ -125,11 +129,14 @@ def sample(
         next_position = positions[:, -1:] + 1
         step_mask = torch.ones_like(mask[:, :1])
         finished = torch.zeros(ids.shape[0], dtype=torch.bool, device=device)
-        tokens, logps, alive, entropies = [], [], [], []
+        tokens, logps, alive, entropies, pi2 = [], [], [], [], []
         for step in range(max_new_tokens):
             logits = logits.float() / (temperature or 1.0)
             log_z = logits.logsumexp(-1, keepdim=True)
             with torch.no_grad():
+                if with_sum_pi_squared:
+                    sq = (2 * (logits - log_z)).exp().sum(-1)
+                    pi2.append(sq.masked_fill(finished, 0.0))
                 if temperature == 0:
                     token = logits.argmax(-1)
                 else:  # argmax of p / E with E ~ Exp(1) is a draw from p (cheaper than multinomial)
@@ -170,6 +177,7 @@ def sample(
             text=tokenizer.batch_decode(completion, skip_special_tokens=True),
             prompts=[p for p in prompts for _ in range(n)],
             entropy=torch.stack(entropies, dim=1) if with_grad else None,
+            sum_pi_squared=torch.stack(pi2, dim=1) if with_sum_pi_squared else None,
         )
 
 

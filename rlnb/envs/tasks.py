@@ -72,6 +72,16 @@ class Task:
             )
         return [self.reward(p, c) for p, c in zip(prompts, completions)]
 
+    def reward_components(self, prompts: list[str], completions: list[str]) -> dict[str, list]:
+        """Two rewards per completion, for multi-reward RL (GDPO): ``correct`` (= ``rewards``) and
+        ``length`` (1.0 when the whitespace-stripped completion has the answer's length: a format
+        reward a policy can earn before it is right)."""
+        correct = self.rewards(prompts, completions)
+        length = [
+            float(len(c.strip()) == len(self.answer(p))) for p, c in zip(prompts, completions)
+        ]
+        return {"correct": correct, "length": length}
+
 
 class Addition(Task):
     """Fixed-width addition: ``"07+35="`` → ``"042"`` (operands with ``digits`` digits, the sum

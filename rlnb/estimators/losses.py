@@ -18,7 +18,7 @@ AGG_MODES = (
     "seq-mean-token-sum",
     "seq-mean-token-sum-norm",
 )
-KL_KINDS = ("k1", "k2", "k3")
+KL_KINDS = ("k1", "k2", "k3", "abs", "k1+", "k3+", "abs+")
 
 
 def _check_tokens(mask: Tensor, **tensors: Tensor) -> None:
@@ -123,17 +123,32 @@ def policy_loss(
 
 
 def kl_penalty(
-    logp: Tensor, ref_logp: Tensor, kind: str = "k3", clamp: float | None = 10.0
+    logp: Tensor,
+    ref_logp: Tensor,
+    kind: str = "k3",
+    clamp: float | None = 10.0,
+    old_logp: Tensor | None = None,
 ) -> Tensor:
     """Per-token estimators of ``KL(π ‖ π_ref)`` from samples of π (Schulman, "Approximating KL
     Divergence"), with ``x = log π_ref − log π`` at the sampled token:
 
-    * ``k1 = −x`` — unbiased, high variance, can be negative (verl ``kl``);
-    * ``k2 = x² / 2`` — biased (its mean is ½E[x²] ≥ KL to second order), low variance, its
-      gradient is the reverse KL's (verl ``mse``);
-    * ``k3 = eˣ − x − 1`` — unbiased and ≥ 0 (verl ``low_var_kl``, GRPO's estimator). Like verl, x is
-      clamped to ±20 and the result to ``[−clamp, clamp]`` (``clamp=None`` turns both off; a
-      ``clamp`` ≤ 0 is an error, since it would turn the KL off silently).
+    * ``k1 = −x`` — unbiased in value, high variance, can be negative (verl ``kl``);
+    * ``k2 = x² / 2`` — biased in value (½E[x²] agrees with KL only to second order in x, and
+      may lie above or below it), low variance;
+      its gradient (the samples held fixed, as in a loss) is an unbiased estimate of the gradient
+      of KL(π ‖ π_ref) (verl ``mse``);
+    * ``k3 = eˣ − x − 1`` — unbiased in value and ≥ 0 (verl ``low_var_kl``, GRPO's estimator), but
+      *not* in gradient: E[∇k3] = ∇KL(π_ref ‖ π), the other direction. Like verl, x is clamped to
+      ±20 and the result to ``[−clamp, clamp]`` (``clamp=None`` turns both off; a ``clamp`` ≤ 0 is
+      an error, since it would turn the KL off silently);
+    * ``abs = |x|`` (verl ``abs``);
+    * ``k1+``, ``k3+``, ``abs+``: straight-through — the value of ``k1``/``k3``/``abs`` with the
+      gradient of ``k2`` (``k2 − sg(k2) + sg(value)``; verl's ``+`` suffix).
+
+    ``old_logp`` (the sampling policy's log-probs) multiplies the estimate by the importance
+    weight ``π / π_old = exp(logp − old_logp)``, gradient included: the estimate stays unbiased
+    when the samples came from ``π_old`` rather than π (TRL ``use_bias_correction_kl``, after
+    "DeepSeek-V3.2"; TRL applies it to an unclamped k3, ``clamp=None``).
     """
     if clamp is not None and not clamp > 0:
         raise ValueError(f"clamp: expected a positive bound or None, got {clamp!r}")
@@ -141,14 +156,27 @@ def kl_penalty(
         raise ValueError(
             f"ref_logp: expected the shape of logp {tuple(logp.shape)}, got {tuple(ref_logp.shape)}"
         )
+    if old_logp is not None and old_logp.shape != logp.shape:
+        raise ValueError(
+            f"old_logp: expected the shape of logp {tuple(logp.shape)}, got {tuple(old_logp.shape)}"
+        )
     if kind not in KL_KINDS:
         raise ValueError(f"kind: expected one of {KL_KINDS}, got {kind!r}")
     x = ref_logp - logp
-    if kind == "k1":
-        return -x
-    if kind == "k2":
-        return 0.5 * x**2
-    if clamp is not None:
-        x = x.clamp(-20, 20)
-    k3 = x.exp() - x - 1
-    return k3 if clamp is None else k3.clamp(-clamp, clamp)
+    base = kind.rstrip("+")
+    if base == "k1":
+        kl = -x
+    elif base == "k2":
+        kl = 0.5 * x**2
+    elif base == "abs":
+        kl = x.abs()
+    else:
+        xc = x if clamp is None else x.clamp(-20, 20)
+        kl = xc.exp() - xc - 1
+        kl = kl if clamp is None else kl.clamp(-clamp, clamp)
+    if kind.endswith("+"):  # the value of kl, the gradient of k2
+        k2 = 0.5 * x**2
+        kl = k2 - k2.detach() + kl.detach()
+    if old_logp is not None:
+        kl = kl * (logp - old_logp).exp()
+    return kl

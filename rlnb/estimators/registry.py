@@ -33,7 +33,9 @@ import torch
 from torch import Tensor
 
 from rlnb.estimators import group as G
-from rlnb.estimators.advantages import token_gae
+from rlnb.estimators import tokens as T
+from rlnb.estimators.advantages import last_token, token_gae
+from rlnb.estimators.losses import kl_penalty
 
 
 @dataclass
@@ -45,7 +47,11 @@ class AdvantageInputs:
     ``group_size`` (contiguous blocks) or ``group_ids [B]``. Optional ``[B, L]`` inputs:
     ``token_rewards``, ``old_logp`` and ``ref_logp`` (log-probs of the sampling and the reference
     policy), ``values`` (a critic's ``V(x_<t)``), ``step_boundaries`` (bool, True where a reasoning
-    step ends). ``extras``: anything else, by name (e.g. ``reference_values`` for PVPO).
+    step ends). ``extras``: anything else, by name — the built-ins read ``reference_values`` (PVPO:
+    ``[B]`` or ``[G]``), ``greedy_scores`` (ReMax: the reward of each prompt's greedy completion,
+    ``[B]`` or ``[G]``), ``sum_pi_squared`` (``[B, L]``, Σ_a π(a | x_<t)² of the sampling
+    distribution: the optimal token baselines), ``is_weights`` (``[B, L]`` truncated importance
+    weights, optional there) and ``reward_components`` (``[B, K]``: GDPO).
     """
 
     scores: Tensor
@@ -155,47 +161,60 @@ def compute_advantages(name: str, inputs: AdvantageInputs, **options) -> Tensor:
     return adv * mask.to(adv.dtype)
 
 
-# --- the built-in estimators (formulas and papers in rlnb.estimators.group) -----------------------
+# --- the built-in estimators (formulas and papers in rlnb.estimators.group and .tokens) ----------
+# ``singleton``: what a group of one gets, "zero" (rlnb) or "score" (verl); see rlnb.estimators.group.
 
 
 def _spread(adv: Tensor, inputs: AdvantageInputs) -> Tensor:
     return G.broadcast_to_tokens(adv, inputs.mask)
 
 
+def _token_rewards(inputs: AdvantageInputs) -> Tensor:
+    """``token_rewards`` when given, else each score on its response's last token."""
+    if inputs.token_rewards is not None:
+        return inputs.token_rewards
+    return inputs.scores[:, None] * last_token(inputs.mask).to(inputs.scores.dtype)
+
+
 @register_estimator("grpo")
-def grpo_tokens(inputs: AdvantageInputs, *, eps: float = 1e-6) -> Tensor:
+def grpo_tokens(inputs: AdvantageInputs, *, eps: float = 1e-6, singleton: str = "zero") -> Tensor:
     """``group.grpo``: ``(r − mean_g) / (std_g + eps)`` on every token of the response."""
-    return _spread(G.grpo(inputs.scores, **inputs.groups(), eps=eps), inputs)
+    return _spread(G.grpo(inputs.scores, **inputs.groups(), eps=eps, singleton=singleton), inputs)
 
 
 @register_estimator("dr_grpo")
-def dr_grpo_tokens(inputs: AdvantageInputs) -> Tensor:
+def dr_grpo_tokens(inputs: AdvantageInputs, *, singleton: str = "zero") -> Tensor:
     """``group.dr_grpo``: ``r − mean_g``."""
-    return _spread(G.dr_grpo(inputs.scores, **inputs.groups()), inputs)
+    return _spread(G.dr_grpo(inputs.scores, **inputs.groups(), singleton=singleton), inputs)
 
 
 @register_estimator("rloo")
-def rloo_tokens(inputs: AdvantageInputs) -> Tensor:
+def rloo_tokens(inputs: AdvantageInputs, *, singleton: str = "zero") -> Tensor:
     """``group.rloo``: ``r − mean of the others``."""
-    return _spread(G.rloo(inputs.scores, **inputs.groups()), inputs)
+    return _spread(G.rloo(inputs.scores, **inputs.groups(), singleton=singleton), inputs)
 
 
 @register_estimator("lite_ppo")
-def lite_ppo_tokens(inputs: AdvantageInputs, *, eps: float = 1e-4) -> Tensor:
+def lite_ppo_tokens(
+    inputs: AdvantageInputs, *, eps: float = 1e-4, singleton: str = "zero"
+) -> Tensor:
     """``group.lite_ppo``: ``(r − mean_g) / (std_batch + eps)``."""
-    return _spread(G.lite_ppo(inputs.scores, **inputs.groups(), eps=eps), inputs)
+    adv = G.lite_ppo(inputs.scores, **inputs.groups(), eps=eps, singleton=singleton)
+    return _spread(adv, inputs)
 
 
 @register_estimator("reinforce_pp")
-def reinforce_pp_tokens(inputs: AdvantageInputs) -> Tensor:
-    """``group.reinforce_pp_baseline``: ``r − mean_g``, whitened over the batch."""
-    return _spread(G.reinforce_pp_baseline(inputs.scores, **inputs.groups()), inputs)
+def reinforce_pp_tokens(inputs: AdvantageInputs, *, singleton: str = "zero") -> Tensor:
+    """``group.reinforce_pp_baseline``: ``r − mean_g``, whitened over the batch's *responses*
+    (``reinforce_plus_plus_baseline`` is verl's form, whitened over tokens)."""
+    adv = G.reinforce_pp_baseline(inputs.scores, **inputs.groups(), singleton=singleton)
+    return _spread(adv, inputs)
 
 
 @register_estimator("qae")
-def qae_tokens(inputs: AdvantageInputs, *, k: float = 0.4) -> Tensor:
+def qae_tokens(inputs: AdvantageInputs, *, k: float = 0.4, singleton: str = "zero") -> Tensor:
     """``group.qae``: ``r − Q_k(group)``."""
-    return _spread(G.qae(inputs.scores, **inputs.groups(), k=k), inputs)
+    return _spread(G.qae(inputs.scores, **inputs.groups(), k=k, singleton=singleton), inputs)
 
 
 @register_estimator("pvpo", needs=("reference_values",))
@@ -210,6 +229,124 @@ def passk_tokens(inputs: AdvantageInputs, *, norm_by_std: bool = True, eps: floa
     """``group.passk_advantages``: only each group's best response, ``r_max − r_second``."""
     adv = G.passk_advantages(inputs.scores, **inputs.groups(), norm_by_std=norm_by_std, eps=eps)
     return _spread(adv, inputs)
+
+
+@register_estimator("opo")
+def opo_tokens(inputs: AdvantageInputs, *, singleton: str = "zero") -> Tensor:
+    """``group.opo``: ``r − Σ|o_j| r_j / Σ|o_j|``, the lengths read from the response mask."""
+    lengths = inputs.mask.sum(-1).to(inputs.scores.dtype)
+    return _spread(G.opo(inputs.scores, lengths, **inputs.groups(), singleton=singleton), inputs)
+
+
+@register_estimator("gpg")
+def gpg_tokens(inputs: AdvantageInputs, *, singleton: str = "zero") -> Tensor:
+    """``group.gpg``: ``B/M · (r − mean_g)``, M the responses with a non-zero score."""
+    return _spread(G.gpg(inputs.scores, **inputs.groups(), singleton=singleton), inputs)
+
+
+@register_estimator("maxrl")
+def maxrl_tokens(inputs: AdvantageInputs, *, singleton: str = "zero") -> Tensor:
+    """``group.maxrl``: ``(r − r̄_g) / r̄_g``, 0 where ``r̄_g = 0``."""
+    return _spread(G.maxrl(inputs.scores, **inputs.groups(), singleton=singleton), inputs)
+
+
+@register_estimator("remax", needs=("greedy_scores",))
+def remax_tokens(inputs: AdvantageInputs) -> Tensor:
+    """``group.remax`` on every token: ``G_t − r_greedy``, with ``G_t`` the reward-to-go of
+    ``token_rewards`` (the score when there are none) and ``extras["greedy_scores"]`` per response
+    or group. verl's ``remax``."""
+    greedy = G.remax(
+        torch.zeros_like(inputs.scores), inputs.get("greedy_scores"), **inputs.groups()
+    )
+    return T.reward_to_go(_token_rewards(inputs), inputs.mask) + _spread(greedy, inputs)
+
+
+@register_estimator("gdpo", needs=("reward_components",))
+def gdpo_tokens(
+    inputs: AdvantageInputs,
+    *,
+    weights=None,
+    eps: float = 1e-6,
+    whiten: str = "tokens",
+    singleton: str = "zero",
+) -> Tensor:
+    """``group.gdpo`` of ``extras["reward_components"] [B, K]`` (the ``scores`` are not read):
+    each component normalised in its group (``eps``), summed with ``weights``, then whitened over
+    the batch's tokens (``whiten="tokens"``, verl's ``gdpo``) or responses (``"responses"``, TRL's
+    ``normalize_then_sum``; use ``eps=1e-4`` for TRL's value)."""
+    if whiten not in ("tokens", "responses"):
+        raise ValueError(f"whiten: expected 'tokens' or 'responses', got {whiten!r}")
+    total = G.gdpo(
+        inputs.get("reward_components"), weights=weights, **inputs.groups(), eps=eps,
+        whiten=whiten == "responses", singleton=singleton,
+    )  # fmt: skip
+    spread = _spread(total, inputs)
+    return T.whiten(spread, inputs.mask) if whiten == "tokens" else spread
+
+
+@register_estimator("reinforce_plus_plus")
+def reinforce_plus_plus_tokens(
+    inputs: AdvantageInputs, *, gamma: float = 1.0, kl_coef: float = 0.0, kl: str = "k1"
+) -> Tensor:
+    """``tokens.reinforce_plus_plus`` of ``token_rewards`` (each score on its last token when there
+    are none) minus ``kl_coef`` × the per-token KL estimator ``kl`` of ``old_logp`` to ``ref_logp``
+    (needed when ``kl_coef > 0``), as verl's ``use_kl_in_reward`` folds it: whitened reward-to-go."""
+    rewards = _token_rewards(inputs)
+    if kl_coef:
+        if inputs.old_logp is None or inputs.ref_logp is None:
+            raise ValueError(
+                "inputs: reinforce_plus_plus with kl_coef > 0 needs old_logp and ref_logp"
+            )
+        with torch.no_grad():
+            rewards = rewards - kl_coef * kl_penalty(inputs.old_logp, inputs.ref_logp, kl)
+    return T.reinforce_plus_plus(rewards, inputs.mask, gamma)
+
+
+@register_estimator("reinforce_plus_plus_baseline")
+def reinforce_plus_plus_baseline_tokens(inputs: AdvantageInputs, *, singleton: str = "zero"):
+    """``tokens.reinforce_plus_plus_baseline``: ``r − mean_g``, whitened over the batch's tokens
+    (verl's form; ``reinforce_pp`` whitens over responses)."""
+    return T.reinforce_plus_plus_baseline(
+        inputs.scores, inputs.mask, **inputs.groups(), singleton=singleton
+    )
+
+
+def _optimal_token_options(inputs: AdvantageInputs) -> dict:
+    return dict(**inputs.groups(), is_weights=inputs.get("is_weights"))
+
+
+@register_estimator("optimal_token_baseline", needs=("old_logp", "sum_pi_squared"))
+def optimal_token_baseline_tokens(
+    inputs: AdvantageInputs,
+    *,
+    handle_zero_tail: bool = True,
+    eps: float = 1e-8,
+    singleton: str = "zero",
+) -> Tensor:
+    """``tokens.optimal_token_baseline`` of ``token_rewards`` (or the scores on the last token),
+    ``old_logp`` and ``extras["sum_pi_squared"]`` (and ``extras["is_weights"]`` when present)."""
+    return T.optimal_token_baseline(
+        _token_rewards(inputs), inputs.mask, inputs.old_logp, inputs.get("sum_pi_squared"),
+        **_optimal_token_options(inputs), handle_zero_tail=handle_zero_tail, eps=eps,
+        singleton=singleton,
+    )  # fmt: skip
+
+
+@register_estimator("multi_turn_optimal_token_baseline", needs=("old_logp", "sum_pi_squared"))
+def multi_turn_optimal_token_baseline_tokens(
+    inputs: AdvantageInputs,
+    *,
+    handle_zero_tail: bool = True,
+    eps: float = 1e-8,
+    singleton: str = "zero",
+) -> Tensor:
+    """``tokens.multi_turn_optimal_token_baseline``: as ``optimal_token_baseline``, positions
+    counted in response tokens (verl's ``tir_optimal_token_baseline``)."""
+    return T.multi_turn_optimal_token_baseline(
+        _token_rewards(inputs), inputs.mask, inputs.old_logp, inputs.get("sum_pi_squared"),
+        **_optimal_token_options(inputs), handle_zero_tail=handle_zero_tail, eps=eps,
+        singleton=singleton,
+    )  # fmt: skip
 
 
 @register_estimator("gae", needs=("values",))

@@ -44,7 +44,12 @@ import torch
 from verl.trainer.ppo.core_algos import register_adv_est, register_policy_loss
 
 from rlnb.estimators.losses import AGG_MODES, policy_loss
-from rlnb.estimators.registry import ESTIMATORS, AdvantageInputs, compute_advantages
+from rlnb.estimators.registry import (
+    ESTIMATORS,
+    AdvantageInputs,
+    accepted_options,
+    compute_advantages,
+)
 
 QAE_QUANTILES = tuple(round(0.1 * i, 1) for i in range(1, 10))
 
@@ -58,7 +63,10 @@ def group_ids_from_index(index) -> torch.Tensor:
 
 
 def outcome_estimator(name: str, **options):
-    """A verl advantage estimator from rlnb's registered estimator ``name`` (with ``options``)."""
+    """A verl advantage estimator from rlnb's registered estimator ``name`` (with ``options``):
+    the scores are the sums of ``token_level_rewards``, which also travel as ``token_rewards``
+    (REINFORCE++'s reward-to-go reads them), and verl's ``algorithm.gamma`` goes to an estimator
+    that takes a ``gamma``."""
 
     def estimator(token_level_rewards, response_mask, index=None, config=None, **_):
         if token_level_rewards.shape != response_mask.shape:
@@ -67,10 +75,13 @@ def outcome_estimator(name: str, **options):
                 f"{tuple(response_mask.shape)}, got {tuple(token_level_rewards.shape)}"
             )
         scores = token_level_rewards.sum(dim=-1)
+        gamma = {} if config is None else accepted_options(name, gamma=config.get("gamma", 1.0))
         with torch.no_grad():
             ids = group_ids_from_index(index).to(scores.device)
-            inputs = AdvantageInputs(scores, response_mask, group_ids=ids)
-            adv = compute_advantages(name, inputs, **options)
+            inputs = AdvantageInputs(
+                scores, response_mask, group_ids=ids, token_rewards=token_level_rewards
+            )
+            adv = compute_advantages(name, inputs, **gamma, **options)
         return adv, adv
 
     estimator.__name__ = f"rlnb_{name}"

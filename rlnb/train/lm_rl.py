@@ -8,7 +8,13 @@ Each step draws ``prompts_per_step`` train prompts (``draw_prompts``) and then
 2. ``advantages``: token-level advantages ``[B, T]`` from the estimator registered under
    ``config.algorithm`` in ``rlnb.estimators.registry`` (a user's own included):
    value-free group baselines (``grpo``, ``dr_grpo``, ``rloo``, ``reinforce_pp``, ``lite_ppo``,
-   ``qae``, ``passk``, ``pvpo``: one number per completion spread over its tokens), or ``ppo``,
+   ``qae``, ``passk``, ``pvpo``, ``opo``, ``gpg``, ``maxrl``, ``remax``, ``gdpo``: one number per
+   completion spread over its tokens), token-level ones (``reinforce_plus_plus``,
+   ``reinforce_plus_plus_baseline``, ``optimal_token_baseline`` and its multi-turn variant, which
+   on these single-turn completions equals it; the rollout supplies what each needs, see
+   ``ROLLOUT_EXTRAS``, so none is formula-only here — but ``reinforce_plus_plus`` runs without a
+   KL in the reward, this trainer's ``kl_coef`` being a penalty in the loss, and the optimal token
+   baselines without importance weights, the samples being on-policy), or ``ppo``,
    which is the ``gae`` estimator with a critic of our own, ``ValueModel`` — a copy of the
    policy's transformer trunk with a per-token value head read from the state before each token (a
    copy rather than a shared trunk, so the value loss cannot disturb the policy's features, and
@@ -234,19 +240,55 @@ class Rollout:
     extras: dict = field(default_factory=dict)
 
 
+def greedy_scores(model, tokenizer, task, prompts, samples, config) -> Tensor:
+    """ReMax's baseline: the reward of each prompt's greedy completion, one per row ``[B]``."""
+    greedy = sample(model, tokenizer, prompts, max_new_tokens=config.max_new_tokens, temperature=0)
+    scores = torch.tensor(task.rewards(greedy.prompts, greedy.text), device=samples.logprobs.device)
+    return scores.repeat_interleave(config.group_size)
+
+
+def reward_components(model, tokenizer, task, prompts, samples, config) -> Tensor:
+    """GDPO's rewards: ``task.reward_components`` of every row, ``[B, K]``."""
+    parts = task.reward_components(samples.prompts, samples.text)
+    return torch.tensor(list(parts.values()), device=samples.logprobs.device).T
+
+
+def sum_pi_squared(model, tokenizer, task, prompts, samples, config) -> Tensor:
+    """The optimal token baselines' ``Σ_a π(a | x_<t)²``, recorded by the sampler."""
+    return samples.sum_pi_squared
+
+
+# what ``rollout`` computes for an estimator that ``needs`` it (``AdvantageInputs.extras``);
+# ``fn(model, tokenizer, task, prompts, samples, config)``
+ROLLOUT_EXTRAS = {
+    "greedy_scores": greedy_scores,
+    "reward_components": reward_components,
+    "sum_pi_squared": sum_pi_squared,
+}
+
+
 def rollout(model, tokenizer, task, prompts: list[str], config: RLConfig, step: int) -> Rollout:
     """Stage 1: ``config.group_size`` completions per prompt (seeded by ``config.seed`` and
-    ``step``), scored by ``task.rewards``. On-policy (one epoch of one minibatch) the sampling pass
-    keeps its graph. Any function with this signature can replace it (``train(rollout_fn=...)``)."""
+    ``step``), scored by ``task.rewards``, plus what the estimator ``needs`` from
+    ``ROLLOUT_EXTRAS`` (ReMax's greedy rewards, GDPO's reward components, Σπ²). On-policy (one
+    epoch of one minibatch) the sampling pass keeps its graph. Any function with this signature
+    can replace it (``train(rollout_fn=...)``)."""
     device = next(model.parameters()).device
     on_policy = config.epochs == 1 and config.minibatches == 1  # one update: π_old = π
+    needs = get_estimator(estimator_name(config.algorithm)).needs
     with _autocast(device):
         s = sample(
             model, tokenizer, prompts, n=config.group_size, max_new_tokens=config.max_new_tokens,
             temperature=config.temperature, seed=config.seed * 100_003 + step, with_grad=on_policy,
+            with_sum_pi_squared="sum_pi_squared" in needs,
         )  # fmt: skip
-    scores = torch.tensor(task.rewards(s.prompts, s.text), device=device)
-    return Rollout(s, scores, config.group_size, on_policy)
+        scores = torch.tensor(task.rewards(s.prompts, s.text), device=device)
+        extras = {
+            name: fn(model, tokenizer, task, prompts, s, config)
+            for name, fn in ROLLOUT_EXTRAS.items()
+            if name in needs
+        }
+    return Rollout(s, scores, config.group_size, on_policy, extras=extras)
 
 
 def _logprobs(policy, batch: Rollout, rows: Tensor, temperature: float, with_entropy=False):
@@ -281,6 +323,7 @@ def advantages(
         batch.scores.float(),
         s.response_mask,
         group_size=batch.group_size,
+        old_logp=s.logprobs.detach().float(),
         values=None if batch.values is None else batch.values.float(),
         extras=batch.extras,
     )
