@@ -165,7 +165,7 @@ def group_advantages(
         _check_singleton(singleton, G, len(scores))
     r = scores.to(compute_dtype(scores))
     count, mean, std = _group_mean_std(r, index, G)
-    flat, single = _flat(r, index, G)[index], (count == 1)[index]
+    equal, single = (std == 0)[index], (count == 1)[index]  # equal: ≥ 2 scores, all the same
 
     if baseline in ("mean", "loo"):
         b = mean[index]  # a group of one: its own score
@@ -196,17 +196,16 @@ def group_advantages(
         b = torch.zeros_like(r)
     adv = r - b
     if relative:  # equal scores: exactly 0, not the rounding residue of r − mean
-        adv = torch.where(flat & ~single, torch.zeros_like(adv), adv)
+        adv = torch.where(equal, torch.zeros_like(adv), adv)
         if singleton == "score":
             adv = torch.where(single, r, adv)
 
     one = torch.ones_like(r)
     if scale == "group":  # std 0 only on equal scores, whose advantage is 0 already
-        adv = adv / torch.where(flat & ~single, one, std[index] + eps)
-    elif scale == "batch":
-        batch_flat = r.detach().max() == r.detach().min() if len(r) else True
-        batch_std = r.std() if len(r) > 1 else one[0]
-        adv = adv / torch.where(batch_flat, one[0], batch_std + eps)
+        adv = adv / torch.where(equal, one, std[index] + eps)
+    elif scale == "batch" and len(r) > 1:  # (one score: its advantage is 0 or itself)
+        batch_equal = r.detach().max() == r.detach().min()
+        adv = adv / torch.where(batch_equal, one[0], r.std() + eps)
     elif scale == "mean":
         m = torch.where(single, one, mean[index])
         adv = torch.where(m != 0, adv / torch.where(m != 0, m, one), torch.zeros_like(adv))

@@ -14,7 +14,6 @@ from torch import Tensor
 
 from rlnb.estimators._checks import compute_dtype
 from rlnb.estimators.group import (
-    SINGLETONS,
     _check_singleton,
     _group_index,
     _sort_within_groups,
@@ -69,8 +68,7 @@ def reward_to_go(rewards: Tensor, mask: Tensor, gamma: float = 1.0) -> Tensor:
 
 
 def reinforce_plus_plus(rewards: Tensor, mask: Tensor, gamma: float = 1.0) -> Tensor:
-    """REINFORCE++ ("REINFORCE++: Stabilizing Critic-Free Policy Optimization with Normalization
-    and Clipping"): the token-level reward-to-go ``reward_to_go(rewards, mask, γ)``, whitened over
+    """REINFORCE++ ("REINFORCE++"): the token-level reward-to-go ``reward_to_go(rewards, mask, γ)``, whitened over
     every response token of the batch (``whiten``). ``rewards [B, L]`` are per-token rewards with
     the KL penalty already folded in, ``r_t = score·[t = last] − β·KL_t`` (the registered estimator
     ``reinforce_plus_plus`` does the folding, options ``kl_coef``, ``kl``). No group baseline.
@@ -95,6 +93,19 @@ def reinforce_plus_plus_baseline(
         scores, group_size=group_size, group_ids=group_ids, scale="none", singleton=singleton
     )
     return whiten(centered[:, None] * m, mask)
+
+
+def _token_baseline_inputs(
+    rewards, mask, old_logp, sum_pi_squared, is_weights, group_size, group_ids, singleton
+):
+    """The optimal token baselines' checks: the mask as float, the group index and count."""
+    weights = {} if is_weights is None else {"is_weights": is_weights}
+    m = _check_tokens(
+        mask, rewards=rewards, old_logp=old_logp, sum_pi_squared=sum_pi_squared, **weights
+    )
+    index, G = _group_index(rewards.sum(-1).to(m.dtype), group_size, group_ids)
+    _check_singleton(singleton, G, len(index))
+    return m, index, G
 
 
 def _path_variance(old_logp, sum_pi_squared, m, is_weights):
@@ -144,8 +155,10 @@ def optimal_token_baseline(
     eps: float = 1e-8,
     singleton: str = "zero",
 ) -> Tensor:
-    """The optimal token baseline (verl's ``optimal_token_baseline``, after "The Optimal Token
-    Baseline: Variance Reduction for Long-Horizon LLM-RL"): per group and per position ``t``,
+    """The optimal token baseline, as verl's ``optimal_token_baseline`` computes it (verl cites no
+    paper; it is the variance-minimising baseline ``b* = E[G‖∇log π‖²] / E[‖∇log π‖²]`` of
+    "Variance Reduction Techniques for Gradient Estimates in Reinforcement Learning", per token
+    and per group): per group and per position ``t``,
 
     ``B_t = Σ_i G_{i,t} W_{i,t} / (Σ_i W_{i,t} + eps)``, ``A_{i,t} = G_{i,t} − B_t``,
 
@@ -158,15 +171,10 @@ def optimal_token_baseline(
     ``handle_zero_tail``, where one response is strictly the longest of its group, its tokens past
     the second-longest length get baseline 0. A group of one: advantage 0 (``singleton="zero"``)
     or its reward-to-go (``"score"``, verl)."""
-    m = _check_tokens(
-        mask, rewards=rewards, old_logp=old_logp, sum_pi_squared=sum_pi_squared,
-        **({} if is_weights is None else {"is_weights": is_weights}),
-    )  # fmt: skip
-    if singleton not in SINGLETONS:
-        raise ValueError(f"singleton: expected one of {SINGLETONS}, got {singleton!r}")
-    index, G = _group_index(rewards.sum(-1).to(m.dtype), group_size, group_ids)
+    m, index, G = _token_baseline_inputs(
+        rewards, mask, old_logp, sum_pi_squared, is_weights, group_size, group_ids, singleton
+    )
     count = torch.bincount(index, minlength=G)
-    _check_singleton(singleton, G, len(index))
     returns = reward_to_go(rewards, mask)
     W = _path_variance(old_logp, sum_pi_squared, m, is_weights)
     adv = _token_baseline_advantages(
@@ -193,17 +201,12 @@ def multi_turn_optimal_token_baseline(
     tokens* (the k-th response token of each row is compared with the k-th of the others, the
     observation tokens between turns skipped) instead of absolute columns. Empty responses get 0
     and do not count in their group (a group left with one response is a group of one)."""
-    m = _check_tokens(
-        mask, rewards=rewards, old_logp=old_logp, sum_pi_squared=sum_pi_squared,
-        **({} if is_weights is None else {"is_weights": is_weights}),
-    )  # fmt: skip
-    if singleton not in SINGLETONS:
-        raise ValueError(f"singleton: expected one of {SINGLETONS}, got {singleton!r}")
-    index, G = _group_index(rewards.sum(-1).to(m.dtype), group_size, group_ids)
+    m, index, G = _token_baseline_inputs(
+        rewards, mask, old_logp, sum_pi_squared, is_weights, group_size, group_ids, singleton
+    )
     on = m.bool()
     nonempty = on.any(-1)
     count = torch.bincount(index, weights=nonempty.to(m.dtype), minlength=G).long()
-    _check_singleton(singleton, G, len(index))
     # compress: the k-th response token of row b goes to column k
     rows = torch.arange(len(m), device=m.device)[:, None].expand_as(m)[on]
     cols = (on.long().cumsum(-1) - 1)[on]
