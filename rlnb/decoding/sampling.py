@@ -134,13 +134,13 @@ def sample(
             logits = logits.float() / (temperature or 1.0)
             log_z = logits.logsumexp(-1, keepdim=True)
             with torch.no_grad():
-                if with_sum_pi_squared:
-                    sq = (2 * (logits - log_z)).exp().sum(-1)
-                    pi2.append(sq.masked_fill(finished, 0.0))
+                if temperature > 0 or with_sum_pi_squared:
+                    probs = (logits - log_z).exp()
+                if with_sum_pi_squared:  # of the distribution before top-p, as the log-probs
+                    pi2.append(probs.square().sum(-1).masked_fill(finished, 0.0))
                 if temperature == 0:
                     token = logits.argmax(-1)
                 else:  # argmax of p / E with E ~ Exp(1) is a draw from p (cheaper than multinomial)
-                    probs = (logits - log_z).exp()
                     if top_p < 1.0:
                         probs = _top_p_filter(probs, top_p)
                     noise = torch.empty_like(probs).exponential_(generator=generator)

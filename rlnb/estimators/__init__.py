@@ -3,7 +3,9 @@
 Conventions are stated once, at the top of ``rlnb.estimators.returns``. ``rlnb.estimators``
 imports nothing else of rlnb. ``rlnb.estimators.reference`` holds the plain loops the tests
 compare against. ``rlnb.estimators.registry`` is the one registry of advantage estimators for
-language-model RL (``compute_advantages(name, inputs)``, ``register_estimator``).
+language-model RL (``compute_advantages(name, inputs)``, ``register_estimator``);
+``rlnb.estimators.group`` holds the per-response group baselines, ``rlnb.estimators.tokens`` the
+token-level ones.
 """
 
 from rlnb.estimators.advantages import Advantages, gae, last_token, token_gae, vtrace
@@ -18,15 +20,21 @@ from rlnb.estimators.distributional import (
 from rlnb.estimators.group import (
     broadcast_to_tokens,
     dr_grpo,
+    gdpo,
+    gpg,
     group_advantages,
     grpo,
     knapsack_value,
     lite_ppo,
+    maxrl,
+    opo,
     passk_advantages,
     pvpo,
     qae,
     reinforce_pp_baseline,
+    remax,
     rloo,
+    whiten,
 )
 from rlnb.estimators.losses import PolicyLoss, aggregate, kl_penalty, policy_loss
 from rlnb.estimators.registry import (
@@ -45,6 +53,13 @@ from rlnb.estimators.returns import (
     n_step_returns,
     reverse_discounted_cumsum,
     td_errors,
+)
+from rlnb.estimators.tokens import (
+    multi_turn_optimal_token_baseline,
+    optimal_token_baseline,
+    reinforce_plus_plus,
+    reinforce_plus_plus_baseline,
+    reward_to_go,
 )
 
 __all__ = [
@@ -80,6 +95,17 @@ __all__ = [
     "qae",
     "reinforce_pp_baseline",
     "rloo",
+    "opo",
+    "gpg",
+    "maxrl",
+    "remax",
+    "gdpo",
+    "whiten",
+    "reward_to_go",
+    "reinforce_plus_plus",
+    "reinforce_plus_plus_baseline",
+    "optimal_token_baseline",
+    "multi_turn_optimal_token_baseline",
     "discounted_returns",
     "gae",
     "lambda_returns",

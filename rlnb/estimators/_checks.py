@@ -91,3 +91,17 @@ def check_inputs(validate: bool, gamma, lmbda=None, **tensors: Tensor):
     gamma = check_unit("gamma", gamma, data, validate)
     lmbda = None if lmbda is None else check_unit("lmbda", lmbda, data, validate)
     return gamma, lmbda
+
+
+def check_token_tensors(mask: Tensor, **tensors: Tensor) -> Tensor:
+    """Token data: ``mask`` is ``[B, L]`` and every tensor has its shape and is floating point.
+    Returns the mask as a float in the tensors' compute dtype (float32 without tensors)."""
+    if not isinstance(mask, Tensor) or mask.ndim != 2:
+        shape = tuple(mask.shape) if isinstance(mask, Tensor) else type(mask).__name__
+        raise ValueError(f"mask: expected a [B, L] tensor, got {shape}")
+    check_same_shape(mask=mask, **tensors)
+    for name, t in tensors.items():
+        if not t.is_floating_point():
+            raise ValueError(f"{name}: expected a floating-point tensor, got dtype {t.dtype}")
+    first = next(iter(tensors.values()), None)
+    return mask.to(compute_dtype(first) if first is not None else torch.float32)

@@ -29,7 +29,7 @@ import warnings
 import torch
 from torch import Tensor
 
-from rlnb.estimators._checks import compute_dtype
+from rlnb.estimators._checks import check_token_tensors, compute_dtype
 
 BASELINES = ("mean", "loo", "weighted_mean", "quantile", "reference", "none")
 SCALES = ("group", "batch", "mean", "none")
@@ -267,20 +267,15 @@ def reinforce_pp_baseline(
     eps: float = 1e-8,
     singleton: str = "zero",
 ) -> Tensor:
-    """REINFORCE++-baseline ("REINFORCE++"): ``r − mean_g``, then whitened over the batch,
-    ``(a − mean(a)) / sqrt(var(a) + eps)`` (unbiased var over the B responses; 0 when every ``a``
-    is equal). verl's ``reinforce_plus_plus_baseline`` (rlnb's ``rlnb.estimators.tokens.
+    """REINFORCE++-baseline ("REINFORCE++"): ``r − mean_g``, then whitened over the batch's
+    responses, ``(a − mean(a)) / sqrt(var(a) + eps)`` (``whiten`` with one token per response:
+    unbiased var over the B responses; 0 when every ``a`` is equal). verl's ``reinforce_plus_plus_baseline`` (rlnb's ``rlnb.estimators.tokens.
     reinforce_plus_plus_baseline``) whitens over tokens instead: longer responses weigh more, and
     even with equal lengths L its unbiased var counts B·L tokens, a factor L(B−1)/(BL−1) on var."""
     a = group_advantages(
         scores, group_size=group_size, group_ids=group_ids, scale="none", singleton=singleton
     )
-    if len(a) < 2:
-        return torch.zeros_like(a)
-    af = a.to(compute_dtype(a))
-    flat = af.max() == af.min()
-    white = (af - af.mean()) / (af.var() + eps).sqrt()
-    return torch.where(flat, torch.zeros_like(af), white).to(a.dtype)
+    return whiten(a[:, None], torch.ones_like(a[:, None]), eps)[:, 0]
 
 
 def lite_ppo(
@@ -495,6 +490,23 @@ def knapsack_value(p: Tensor | float, n: Tensor | int) -> Tensor:
         raise ValueError("n: expected positive integer rollout counts")
     n = n.to(p.dtype)
     return (1 - p**n - (1 - p) ** n) * p * (1 - p) ** 2
+
+
+def whiten(values: Tensor, mask: Tensor, eps: float = 1e-8) -> Tensor:
+    """Whiten over every response token of the batch: ``(v − mean) / sqrt(var + eps)``, mean and
+    unbiased var over the ``mask`` (verl's ``masked_whiten``), 0 off the mask. Degenerate: equal
+    values on the mask (one token included) give 0, not the rounding residue of ``v − mean`` times
+    ``1/sqrt(eps)``; an empty mask gives 0 (verl raises on both)."""
+    m = check_token_tensors(mask, values=values)
+    v = values.to(m.dtype)
+    n = m.sum()
+    mean = (v * m).sum() / n.clamp(min=1)
+    centered = v - mean
+    var = (centered**2 * m).sum() / (n - 1).clamp(min=1)
+    on, vd = m.bool(), v.detach()  # equal values on the mask (or none at all): flat
+    flat = vd.masked_fill(~on, -torch.inf).amax() <= vd.masked_fill(~on, torch.inf).amin()
+    out = centered * torch.rsqrt(var + eps)
+    return (torch.where(flat, torch.zeros_like(out), out) * m).to(values.dtype)
 
 
 def broadcast_to_tokens(advantages: Tensor, mask: Tensor) -> Tensor:

@@ -255,10 +255,9 @@ def remax_tokens(inputs: AdvantageInputs) -> Tensor:
     """``group.remax`` on every token: ``G_t − r_greedy``, with ``G_t`` the reward-to-go of
     ``token_rewards`` (the score when there are none) and ``extras["greedy_scores"]`` per response
     or group. verl's ``remax``."""
-    greedy = G.remax(
-        torch.zeros_like(inputs.scores), inputs.get("greedy_scores"), **inputs.groups()
-    )
-    return T.reward_to_go(_token_rewards(inputs), inputs.mask) + _spread(greedy, inputs)
+    zero = torch.zeros_like(inputs.scores)  # remax(0, ·) = −r_greedy per response (or group)
+    minus_greedy = G.remax(zero, inputs.get("greedy_scores"), **inputs.groups())
+    return T.reward_to_go(_token_rewards(inputs), inputs.mask) + _spread(minus_greedy, inputs)
 
 
 @register_estimator("gdpo", needs=("reward_components",))

@@ -12,46 +12,15 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from rlnb.estimators._checks import compute_dtype
+from rlnb.estimators._checks import check_token_tensors
 from rlnb.estimators.group import (
     _check_singleton,
     _group_index,
     _sort_within_groups,
     group_advantages,
+    whiten,
 )
 from rlnb.estimators.returns import reverse_discounted_cumsum
-
-
-def _check_tokens(mask: Tensor, **tensors: Tensor) -> Tensor:
-    """The mask as a float ``[B, L]`` (the tensors' dtype), after checking the tensors' shapes."""
-    if not isinstance(mask, Tensor) or mask.ndim != 2:
-        shape = tuple(mask.shape) if isinstance(mask, Tensor) else type(mask).__name__
-        raise ValueError(f"mask: expected a [B, L] tensor, got {shape}")
-    for name, t in tensors.items():
-        if not isinstance(t, Tensor) or t.shape != mask.shape:
-            shape = tuple(t.shape) if isinstance(t, Tensor) else type(t).__name__
-            raise ValueError(f"{name}: expected the shape of mask {tuple(mask.shape)}, got {shape}")
-        if not t.is_floating_point():
-            raise ValueError(f"{name}: expected a floating-point tensor, got dtype {t.dtype}")
-    first = next(iter(tensors.values()), None)
-    return mask.to(compute_dtype(first) if first is not None else torch.float32)
-
-
-def whiten(values: Tensor, mask: Tensor, eps: float = 1e-8) -> Tensor:
-    """Whiten over every response token of the batch: ``(v − mean) / sqrt(var + eps)``, mean and
-    unbiased var over the ``mask`` (verl's ``masked_whiten``), 0 off the mask. Degenerate: equal
-    values on the mask (one token included) give 0, not the rounding residue of ``v − mean`` times
-    ``1/sqrt(eps)``; an empty mask gives 0 (verl raises on both)."""
-    m = _check_tokens(mask, values=values)
-    v = values.to(m.dtype)
-    n = m.sum()
-    mean = (v * m).sum() / n.clamp(min=1)
-    centered = v - mean
-    var = (centered**2 * m).sum() / (n - 1).clamp(min=1)
-    on, vd = m.bool(), v.detach()  # equal values on the mask (or none at all): flat
-    flat = vd.masked_fill(~on, -torch.inf).amax() <= vd.masked_fill(~on, torch.inf).amin()
-    out = centered * torch.rsqrt(var + eps)
-    return (torch.where(flat, torch.zeros_like(out), out) * m).to(values.dtype)
 
 
 def reward_to_go(rewards: Tensor, mask: Tensor, gamma: float = 1.0) -> Tensor:
@@ -60,7 +29,7 @@ def reward_to_go(rewards: Tensor, mask: Tensor, gamma: float = 1.0) -> Tensor:
     multi-turn response) neither add reward nor discount, and their ``G`` is 0. verl's
     REINFORCE++ return; with γ = 1, the ``(r · mask).flip.cumsum.flip`` of its ReMax and optimal
     token baseline estimators."""
-    m = _check_tokens(mask, rewards=rewards)
+    m = check_token_tensors(mask, rewards=rewards)
     if isinstance(gamma, bool) or not isinstance(gamma, (int, float)) or not 0 <= gamma <= 1:
         raise ValueError(f"gamma: expected a float in [0, 1], got {gamma!r}")
     decay = gamma * m + (1 - m)  # discount on response tokens, carry through the others
@@ -68,8 +37,8 @@ def reward_to_go(rewards: Tensor, mask: Tensor, gamma: float = 1.0) -> Tensor:
 
 
 def reinforce_plus_plus(rewards: Tensor, mask: Tensor, gamma: float = 1.0) -> Tensor:
-    """REINFORCE++ ("REINFORCE++"): the token-level reward-to-go ``reward_to_go(rewards, mask, γ)``, whitened over
-    every response token of the batch (``whiten``). ``rewards [B, L]`` are per-token rewards with
+    """REINFORCE++ ("REINFORCE++"): the token-level reward-to-go ``reward_to_go(rewards, mask,
+    γ)``, whitened over every response token of the batch (``whiten``). ``rewards [B, L]`` are per-token rewards with
     the KL penalty already folded in, ``r_t = score·[t = last] − β·KL_t`` (the registered estimator
     ``reinforce_plus_plus`` does the folding, options ``kl_coef``, ``kl``). No group baseline.
     verl's ``reinforce_plus_plus`` (with ``algorithm.use_kl_in_reward``)."""
@@ -88,7 +57,7 @@ def reinforce_plus_plus_baseline(
     the response, then whitened over every response *token* of the batch (``whiten``): a long
     response weighs more in the mean and the var. ``rlnb.estimators.group.reinforce_pp_baseline``
     (registered as ``reinforce_pp``) whitens over responses instead, one number per response."""
-    m = _check_tokens(mask)
+    m = check_token_tensors(mask)
     centered = group_advantages(
         scores, group_size=group_size, group_ids=group_ids, scale="none", singleton=singleton
     )
@@ -100,7 +69,7 @@ def _token_baseline_inputs(
 ):
     """The optimal token baselines' checks: the mask as float, the group index and count."""
     weights = {} if is_weights is None else {"is_weights": is_weights}
-    m = _check_tokens(
+    m = check_token_tensors(
         mask, rewards=rewards, old_logp=old_logp, sum_pi_squared=sum_pi_squared, **weights
     )
     index, G = _group_index(rewards.sum(-1).to(m.dtype), group_size, group_ids)
