@@ -71,7 +71,7 @@ test:
 	$(call phase,unit tests,$(BIN)/python -m pytest -m "not notebook and not browser")
 	$(call phase,notebooks,$(BIN)/python -m pytest -m notebook)
 	$(call phase,browser tests,$(BIN)/python -m pytest -m browser)
-	$(call phase,verl tests,$(VERL_BIN)/python -m pytest tests/integrations/test_verl.py tests/integrations/test_verl_estimators.py)
+	$(call phase,verl tests,$(VERL_BIN)/python -m pytest tests/integrations/test_verl.py tests/integrations/test_verl_estimators.py tests/integrations/test_verl_losses.py)
 	@echo "make test passed; wall time per phase (CI budget: 30 min in all):"; cat $(PHASES)
 
 test-default: $(VENV)/.core
@@ -79,7 +79,7 @@ test-default: $(VENV)/.core
 
 test-integrations: $(VENV)/.dev $(VERL_VENV)/.verl
 	$(BIN)/python -m pytest tests/integrations
-	$(VERL_BIN)/python -m pytest tests/integrations/test_verl.py tests/integrations/test_verl_estimators.py
+	$(VERL_BIN)/python -m pytest tests/integrations/test_verl.py tests/integrations/test_verl_estimators.py tests/integrations/test_verl_losses.py
 
 lab: $(VENV)/.lab
 	$(BIN)/jupyter lab notebooks/

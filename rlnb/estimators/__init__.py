@@ -5,7 +5,8 @@ imports nothing else of rlnb. ``rlnb.estimators.reference`` holds the plain loop
 compare against. ``rlnb.estimators.registry`` is the one registry of advantage estimators for
 language-model RL (``compute_advantages(name, inputs)``, ``register_estimator``);
 ``rlnb.estimators.group`` holds the per-response group baselines, ``rlnb.estimators.tokens`` the
-token-level ones.
+token-level ones; ``rlnb.estimators.losses`` the policy losses, registered by name
+(``compute_policy_loss(name, ...)``, ``register_policy_loss``), and the KL estimators.
 """
 
 from rlnb.estimators.advantages import Advantages, gae, last_token, token_gae, vtrace
@@ -36,7 +37,28 @@ from rlnb.estimators.group import (
     rloo,
     whiten,
 )
-from rlnb.estimators.losses import PolicyLoss, aggregate, kl_penalty, policy_loss
+from rlnb.estimators.losses import (
+    POLICY_LOSSES,
+    PolicyLoss,
+    aggregate,
+    check_policy_loss_options,
+    cispo_loss,
+    compute_policy_loss,
+    cov_loss,
+    dppo_loss,
+    dro_loss,
+    get_policy_loss,
+    gmpo_loss,
+    gpg_loss,
+    gspo_loss,
+    kl_penalty,
+    luspo_loss,
+    policy_loss,
+    register_policy_loss,
+    rollout_is_weights,
+    sapo_loss,
+    vespo_loss,
+)
 from rlnb.estimators.registry import (
     ESTIMATORS,
     AdvantageInputs,
@@ -91,6 +113,22 @@ __all__ = [
     "lite_ppo",
     "passk_advantages",
     "policy_loss",
+    "POLICY_LOSSES",
+    "register_policy_loss",
+    "get_policy_loss",
+    "compute_policy_loss",
+    "check_policy_loss_options",
+    "rollout_is_weights",
+    "gspo_loss",
+    "luspo_loss",
+    "cispo_loss",
+    "sapo_loss",
+    "gmpo_loss",
+    "dppo_loss",
+    "dro_loss",
+    "cov_loss",
+    "gpg_loss",
+    "vespo_loss",
     "pvpo",
     "qae",
     "reinforce_pp_baseline",

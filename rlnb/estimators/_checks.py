@@ -93,6 +93,15 @@ def check_inputs(validate: bool, gamma, lmbda=None, **tensors: Tensor):
     return gamma, lmbda
 
 
+def check_new_name(table: dict, name: str, replace: bool) -> None:
+    """A registry name (estimators, policy losses): identifier-like, and not taken unless
+    ``replace``."""
+    if not isinstance(name, str) or not name.isidentifier():
+        raise ValueError(f"name: expected an identifier-like string, got {name!r}")
+    if name in table and not replace:
+        raise ValueError(f"name: {name!r} is already registered (pass replace=True to override)")
+
+
 def check_token_tensors(mask: Tensor, **tensors: Tensor) -> Tensor:
     """Token data: ``mask`` is ``[B, L]`` and every tensor has its shape and is floating point.
     Returns the mask as a float in the tensors' compute dtype (float32 without tensors)."""

@@ -34,6 +34,7 @@ from torch import Tensor
 
 from rlnb.estimators import group as G
 from rlnb.estimators import tokens as T
+from rlnb.estimators._checks import check_new_name
 from rlnb.estimators.advantages import last_token, token_gae
 from rlnb.estimators.losses import kl_penalty
 
@@ -110,10 +111,7 @@ def register_estimator(name: str, *, needs: tuple[str, ...] = (), replace: bool 
     them to know what to compute (a critic for ``values``). Registering a taken name raises unless
     ``replace=True``.
     """
-    if not isinstance(name, str) or not name.isidentifier():
-        raise ValueError(f"name: expected an identifier-like string, got {name!r}")
-    if name in ESTIMATORS and not replace:
-        raise ValueError(f"name: {name!r} is already registered (pass replace=True to override)")
+    check_new_name(ESTIMATORS, name, replace)
 
     def decorator(fn):
         ESTIMATORS[name] = Estimator(name, fn, tuple(needs))
