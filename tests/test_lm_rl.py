@@ -80,6 +80,23 @@ def test_one_step_of_every_algorithm_changes_the_policy_and_stays_finite(reasone
     assert (critic is not None) == (algorithm in ("ppo", "gae"))
 
 
+@pytest.mark.parametrize(
+    "loss,loss_kwargs",
+    [("gspo", {"level": "sequence"}), ("cispo", {}), ("dro", {"beta": 0.1}), ("vespo", {})],
+)
+def test_one_step_with_another_policy_loss(reasoner, loss, loss_kwargs):
+    """RLConfig.loss picks a registered loss and loss_kwargs carries its knobs; two epochs so that
+    the second pass is off-policy (ratios ≠ 1)."""
+    model, tok = reasoner
+    model = copy.deepcopy(model)
+    before = [p.detach().clone() for p in model.parameters()]
+    cfg = small(loss=loss, loss_kwargs=loss_kwargs, epochs=2, lr=1e-3, seed=1)
+    history, _ = train(model, tok, Addition(2), cfg)
+    row = history.iloc[0]
+    assert torch.isfinite(torch.tensor([row.loss, row.grad_norm])).all()
+    assert any(not torch.equal(b, p) for b, p in zip(before, model.parameters()))
+
+
 def test_same_seed_same_run(reasoner):
     model, tok = reasoner
     runs = [
@@ -213,6 +230,14 @@ def test_bad_config():
         RLConfig(algorithm="grpo", pvpo_filter=True)
     with pytest.raises(ValueError, match="agg"):
         RLConfig(agg="mean")
+    with pytest.raises(ValueError, match="loss: expected one of"):
+        RLConfig(loss="ppo2")
+    with pytest.raises(ValueError, match=r"loss_kwargs: \['levle'\]"):
+        RLConfig(loss="gspo", loss_kwargs={"levle": "sequence"})
+    with pytest.raises(ValueError, match="beta"):
+        RLConfig(loss="dro", loss_kwargs={"beta": -1.0})
+    with pytest.raises(ValueError, match="loss_kwargs"):
+        RLConfig(loss="gspo", loss_kwargs={"agg": "token-mean"})
     with pytest.raises(ValueError, match="group_size"):
         RLConfig(group_size=0)
     with pytest.raises(ValueError, match="ref_model"):

@@ -27,7 +27,8 @@ Each step draws ``prompts_per_step`` train prompts (``draw_prompts``) and then
    neither always nor never solves (``informative_prompts``), as PVPO filters its data.
 3. ``update``: ``epochs`` passes of ``minibatches`` Adam steps (minibatches of whole groups, so
    that ``rlnb.decoding.completion_logprobs`` runs each prompt once) on
-   ``rlnb.estimators.policy_loss`` (clipped surrogate, aggregation ``agg``), plus ``kl_coef`` times
+   the policy loss ``loss`` (``rlnb.estimators.losses``: PPO's clipped surrogate by default,
+   or any registered loss with its ``loss_kwargs``; aggregation ``agg``), plus ``kl_coef`` times
    ``kl_penalty`` against ``ref_model`` when one is given, plus the critic's clipped value loss
    towards ``returns = advantages + values``. With one pass of one minibatch the update is exactly
    on-policy, so ``π_old`` is the current policy detached (ratio 1, as TRL does with
@@ -66,7 +67,14 @@ from tqdm.auto import tqdm
 
 from rlnb.decoding.sampling import Samples, completion_logprobs, sample
 from rlnb.decoding.selection import count_correct
-from rlnb.estimators.losses import AGG_MODES, KL_KINDS, aggregate, kl_penalty, policy_loss
+from rlnb.estimators.losses import (
+    AGG_MODES,
+    KL_KINDS,
+    aggregate,
+    check_policy_loss_options,
+    compute_policy_loss,
+    kl_penalty,
+)
 from rlnb.estimators.registry import (
     ESTIMATORS,
     AdvantageInputs,
@@ -99,8 +107,10 @@ class RLConfig:
     prompts_per_step: int = 16  # prompts per round
     lr: float = 1e-4  # Adam, policy (and critic, see value_lr)
     warmup_steps: int = 10  # linear lr warm-up: Adam's first steps move every weight by ~lr
-    clip_low: float = 0.2  # PPO clip: ratio ≥ 1 − clip_low
-    clip_high: float | None = None  # PPO clip: ratio ≤ 1 + clip_high; None: = clip_low
+    loss: str = "ppo"  # a registered policy loss (rlnb.estimators.losses.POLICY_LOSSES)
+    loss_kwargs: dict = field(default_factory=dict)  # the loss's own knobs (gspo: level, …)
+    clip_low: float = 0.2  # loss "ppo": ratio ≥ 1 − clip_low (other losses: loss_kwargs)
+    clip_high: float | None = None  # loss "ppo": ratio ≤ 1 + clip_high; None: = clip_low
     epochs: int = 1  # passes over each round's samples
     minibatches: int = 1  # Adam steps per pass (whole groups each)
     kl_kind: str = "k3"  # KL estimator for the penalty (rlnb.estimators.losses.KL_KINDS)
@@ -132,6 +142,10 @@ class RLConfig:
             raise ValueError(f"kl_kind: expected one of {KL_KINDS}, got {self.kl_kind!r}")
         if self.agg not in AGG_MODES:
             raise ValueError(f"agg: expected one of {AGG_MODES}, got {self.agg!r}")
+        if not isinstance(self.loss_kwargs, dict) or "agg" in self.loss_kwargs:
+            raise ValueError(
+                f"loss_kwargs: expected a dict without 'agg' (that is RLConfig.agg), got {self.loss_kwargs!r}"
+            )
         positive = ("steps", "group_size", "prompts_per_step", "epochs", "minibatches")
         positive += ("eval_every", "eval_prompts", "reference_rollouts")
         for name in positive + ("warmup_steps", "reference_every", "checkpoint_every"):
@@ -164,6 +178,12 @@ class RLConfig:
             raise ValueError("minibatches: expected at most prompts_per_step (they split groups)")
         if self.pvpo_filter and self.algorithm != "pvpo":
             raise ValueError(f"pvpo_filter: only for algorithm 'pvpo', got {self.algorithm!r}")
+        check_policy_loss_options(self.loss, {**self.loss_options(), "agg": self.agg})
+
+    def loss_options(self) -> dict:
+        """The keywords of the policy loss: ``loss_kwargs``, and for ``ppo`` the clip range."""
+        clip = dict(clip_low=self.clip_low, clip_high=self.clip_high) if self.loss == "ppo" else {}
+        return {**clip, **self.loss_kwargs}
 
 
 RESUMABLE_FIELDS = ("steps", "eval_every", "progress", "checkpoint_every", "checkpoint_dir")
@@ -335,7 +355,7 @@ def update(
     critic: ValueModel | None = None, ref_model=None,
 ) -> dict[str, float]:  # fmt: skip
     """Stage 3: ``config.epochs`` passes of ``config.minibatches`` Adam steps (whole groups) on the
-    clipped policy loss, the KL penalty to ``ref_model`` (when given) and the critic's clipped
+    policy loss ``config.loss``, the KL penalty to ``ref_model`` (when given) and the critic's clipped
     value loss towards ``adv + batch.values`` (when given). The learning rate warms up linearly
     with ``step``. Returns the means of ``loss``, ``clip_frac``, ``grad_norm``, ``entropy`` and
     ``kl`` (k3 to ``ref_model``; NaN without one)."""
@@ -363,9 +383,9 @@ def update(
                     logp, entropy = batch.samples.logprobs[idx], batch.samples.entropy[idx]
                 else:
                     logp, entropy = _logprobs(model, batch, idx, cfg.temperature, True)
-                pl = policy_loss(
-                    logp, logp.detach() if batch.on_policy else old_logp[idx], adv[idx],
-                    resp[idx], cfg.clip_low, cfg.clip_high, agg=cfg.agg,
+                pl = compute_policy_loss(
+                    cfg.loss, logp, logp.detach() if batch.on_policy else old_logp[idx], adv[idx],
+                    resp[idx], agg=cfg.agg, **cfg.loss_options(),
                 )  # fmt: skip
                 loss = pl.loss
                 if ref_logp is not None:
