@@ -1,6 +1,7 @@
 import itertools
 
 import ipywidgets as W
+import numpy as np
 import pytest
 import torch
 
@@ -127,6 +128,38 @@ def test_group_widgets_errors_and_build():
     box.children[1].children[0].value = "1 1 1 1"  # fires the callback
     box.children[1].children[1].value = ()  # no estimator picked: a message, no error
     aggregation_explorer().children[1].children[0].value = 128
+
+
+@pytest.mark.parametrize("estimator", ["grpo", "rloo", "qae"])
+@pytest.mark.parametrize(
+    "loss", ["ppo", "gspo", "cispo", "sapo", "gmpo", "dppo", "dro", "cov", "gpg", "vespo", "luspo"]
+)
+@pytest.mark.parametrize("drift", [0.0, 0.4, 1.5])
+def test_loss_token_weights_on_a_grid(estimator, loss, drift):
+    from rlnb.widgets import loss_token_weights
+
+    out = loss_token_weights("1, 0, 0, 1", estimator, loss, drift)
+    w = out["weights"].to_numpy()
+    pad = np.isnan(w)
+    assert pad.sum() == sum(8 - n for n in (2, 4, 6, 8)) and np.isfinite(w[~pad]).all()
+    if drift == 0:  # on policy every loss weighs ∇log π_t by A_t
+        np.testing.assert_allclose(w, np.repeat(out["advantages"][:, None], 8, 1) + 0 * w)
+    if loss == "gpg":  # the plain policy gradient at any drift
+        np.testing.assert_allclose(w, np.repeat(out["advantages"][:, None], 8, 1) + 0 * w)
+
+
+def test_loss_zoo_widget_errors_and_build():
+    from rlnb.widgets import loss_token_weights, loss_zoo_explorer
+
+    with pytest.raises(ValueError, match="drift"):
+        loss_token_weights(drift=-1.0)
+    with pytest.raises(ValueError, match="loss"):
+        loss_token_weights(loss="ppo2")
+    box = loss_zoo_explorer()
+    controls = box.children[1].children
+    controls[2].value = "vespo"  # fires the callback
+    controls[3].value = 1.2
+    controls[0].value = "1, x"  # a message, no error
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])

@@ -8,6 +8,9 @@ from rlnb.widgets.group import (
     aggregation_weights,
     group_advantage_table,
     group_explorer,
+    loss_token_weights,
+    loss_zoo_explorer,
+    plot_token_weights,
 )
 from rlnb.widgets.lambda_return import (
     lambda_return_example,
@@ -25,6 +28,9 @@ __all__ = [
     "explorer",
     "group_advantage_table",
     "group_explorer",
+    "loss_token_weights",
+    "loss_zoo_explorer",
+    "plot_token_weights",
     "gae_example",
     "gae_explorer",
     "gridworld_task",

@@ -1,5 +1,5 @@
-"""Notebook 09's explorers: group advantages side by side, and per-token weights of each loss
-aggregation mode."""
+"""Notebook 09's explorers: group advantages side by side, per-token weights of each loss
+aggregation mode, and the per-token update of each estimator × policy loss."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from rlnb.estimators.losses import AGG_MODES, aggregate
+from rlnb.estimators.losses import AGG_MODES, POLICY_LOSSES, aggregate, compute_policy_loss
 from rlnb.estimators.registry import (
     AdvantageInputs,
     accepted_options,
@@ -133,3 +133,91 @@ def aggregation_explorer(max_length: int = 64, n_responses: int = 8) -> W.VBox:
         return fig
 
     return explorer(controls, draw, title="Loss aggregation")
+
+
+ZOO_OPTIONS = {"dro": {"beta": 0.1}}  # knobs a loss needs (dro has no default β)
+
+
+def loss_token_weights(
+    rewards="1, 0, 0, 1",
+    estimator: str = "grpo",
+    loss: str = "ppo",
+    drift: float = 0.3,
+    seed: int = 0,
+    **loss_options,
+) -> dict:
+    """The callback (pure): one group of responses, one per reward, of lengths 2, 4, 6, …;
+    advantages from ``estimator``; the current policy's log-probs moved from the sampling policy's
+    by ``drift`` × a fixed random pattern (``seed``; 0: on policy). Returns ``advantages`` ``[G]``,
+    ``log_ratio`` and ``weights`` (DataFrames ``[G, L]``, NaN on padding): the weight of each
+    token's ``∇log π`` in the update of ``loss`` (``ZOO_OPTIONS`` and ``loss_options`` its knobs,
+    ``agg="token-mean"``), scaled by the token count — ``A_t`` for the plain policy gradient."""
+    r = (
+        parse_rewards(rewards)
+        if isinstance(rewards, str)
+        else torch.as_tensor(rewards, dtype=torch.float64)
+    )
+    if not drift >= 0:
+        raise ValueError(f"drift: expected a non-negative log-ratio scale, got {drift!r}")
+    G = len(r)
+    lengths = torch.arange(1, G + 1) * 2
+    mask = (torch.arange(int(lengths.max()))[None, :] < lengths[:, None]).double()
+    g = torch.Generator().manual_seed(seed)
+    old = (-0.2 - 2.0 * torch.rand(mask.shape, generator=g, dtype=torch.float64)) * mask
+    log_ratio = drift * torch.randn(mask.shape, generator=g, dtype=torch.float64) * mask
+    logp = (old + log_ratio).clamp(max=-1e-6).requires_grad_()
+    adv = compute_advantages(estimator, AdvantageInputs(r, group_size=G))[:, 0]
+    options = {**ZOO_OPTIONS.get(loss, {}), **loss_options, "agg": "token-mean"}
+    compute_policy_loss(loss, logp, old, adv, mask, **options).loss.backward()
+    weights = (-logp.grad * mask.sum()).masked_fill(mask == 0, float("nan"))
+    index = pd.Index([f"r={v:g}, |y|={n}" for v, n in zip(r.tolist(), lengths.tolist())])
+
+    def frame(t):
+        return pd.DataFrame(t.detach().numpy(), index=index).rename_axis(columns="token")
+
+    return {
+        "advantages": adv.numpy(),
+        "weights": frame(weights),
+        "log_ratio": frame((logp - old).masked_fill(mask == 0, float("nan"))),
+    }
+
+
+def plot_token_weights(result: dict, ax, title: str = "", vmax: float | None = None):
+    """A heatmap of ``loss_token_weights(...)["weights"]`` (red: the token's probability pushed
+    up, blue: down) on ``ax``."""
+    w = result["weights"]
+    vmax = vmax or float(np.nanmax(np.abs(w.to_numpy()))) or 1.0
+    im = ax.imshow(w.to_numpy(), cmap="RdBu_r", vmin=-vmax, vmax=vmax, aspect="auto")
+    ax.set_yticks(range(len(w)), w.index, fontsize=7)
+    ax.set(xlabel="token", title=title)
+    return im
+
+
+def loss_zoo_explorer(
+    rewards: str = "1, 0, 0, 1", estimator: str = "grpo", loss: str = "ppo", drift: float = 0.3
+) -> W.VBox:
+    """Pick an estimator and a policy loss, move the policy away from the sampler: the weight of
+    every token's ∇log π in the update, on one ragged group."""
+    controls = {
+        "rewards": W.Text(value=rewards, description="rewards", continuous_update=False),
+        "estimator": W.Dropdown(
+            options=outcome_estimators(), value=estimator, description="estimator"
+        ),
+        "loss": W.Dropdown(options=tuple(POLICY_LOSSES), value=loss, description="loss"),
+        "drift": W.FloatSlider(
+            value=drift, min=0.0, max=1.5, step=0.05, description="drift", continuous_update=False
+        ),
+    }
+
+    def draw(rewards, estimator, loss, drift):
+        try:
+            result = loss_token_weights(rewards, estimator, loss, drift)
+        except ValueError as e:
+            return str(e)
+        fig, ax = plt.subplots(figsize=(8, 2.8))
+        im = plot_token_weights(result, ax, f"{estimator} × {loss}: weight of each token's ∇log π")
+        fig.colorbar(im, ax=ax, label="weight (A_t for the plain policy gradient)")
+        fig.tight_layout()
+        return fig
+
+    return explorer(controls, draw, title="Estimator × loss")
