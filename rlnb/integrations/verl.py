@@ -128,14 +128,10 @@ def rlnb_policy_loss(
     config=None,
     rollout_is_weights=None,
 ):
-    """verl policy loss ``rlnb``: ``rlnb.estimators.losses.policy_loss`` with verl's actor config."""
+    """verl policy loss ``rlnb``: ``rlnb.estimators.losses.policy_loss`` with verl's actor config
+    (and verl's rollout correction weights, when it passes them, as ``is_weights``)."""
     if config is None:
         raise ValueError("config: expected verl's actor config (clip_ratio, ...), got None")
-    if rollout_is_weights is not None:
-        raise ValueError(
-            "rollout_is_weights: the rlnb policy loss has no per-token importance weights; "
-            "turn algorithm.rollout_correction off or use loss_mode=vanilla"
-        )
     if loss_agg_mode not in AGG_MODES:
         raise ValueError(f"loss_agg_mode: expected one of {AGG_MODES}, got {loss_agg_mode!r}")
     low = config.clip_ratio_low if config.clip_ratio_low is not None else config.clip_ratio
@@ -150,6 +146,7 @@ def rlnb_policy_loss(
         clip_high=high,
         dual_clip=config.get("clip_ratio_c", 3.0),
         agg=loss_agg_mode,
+        is_weights=rollout_is_weights,
     )
     loss = out.loss
     if loss_agg_mode == "seq-mean-token-sum-norm" and info.get("loss_scale_factor"):

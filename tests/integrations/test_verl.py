@@ -165,7 +165,8 @@ class ActorCfg(dict):
     ],
 )
 @pytest.mark.parametrize("dp", [1, 2])
-def test_rlnb_policy_loss_equals_verls_vanilla_loss(mode, dp, seed):
+@pytest.mark.parametrize("with_weights", [False, True])
+def test_rlnb_policy_loss_equals_verls_vanilla_loss(mode, dp, seed, with_weights):
     g = torch.Generator().manual_seed(seed)
     B, L = 6, 9
     mask = (torch.arange(L)[None, :] < torch.randint(1, L + 1, (B, 1), generator=g)).float()
@@ -182,8 +183,9 @@ def test_rlnb_policy_loss_equals_verls_vanilla_loss(mode, dp, seed):
         clip_ratio_c=3.0,
         global_batch_info=info,
     )
-    ours, m_ours = core_algos.get_policy_loss_fn("rlnb")(old, logp, adv, mask, mode, cfg)
-    theirs, m_theirs = core_algos.get_policy_loss_fn("vanilla")(old, logp, adv, mask, mode, cfg)
+    w = (0.3 * torch.randn(B, L, generator=g)).exp() * mask if with_weights else None  # rollout IS
+    ours, m_ours = core_algos.get_policy_loss_fn("rlnb")(old, logp, adv, mask, mode, cfg, w)
+    theirs, m_theirs = core_algos.get_policy_loss_fn("vanilla")(old, logp, adv, mask, mode, cfg, w)
     torch.testing.assert_close(ours, theirs, atol=1e-6, rtol=1e-6)
     assert m_ours["actor/pg_clipfrac"] == pytest.approx(m_theirs["actor/pg_clipfrac"], abs=1e-6)
     assert m_ours["actor/ppo_kl"] == pytest.approx(m_theirs["actor/ppo_kl"], abs=1e-6)
