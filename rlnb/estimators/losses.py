@@ -237,6 +237,14 @@ def _clip_range(clip_low: float, clip_high: float | None) -> float:
     return clip_high
 
 
+def _clipped_surrogate(advantages, ratio, clip_low, clip_high) -> tuple[Tensor, Tensor]:
+    """PPO's ``max(−A·ρ, −A·clip(ρ, 1 − clip_low, 1 + clip_high))`` per token, and where the clip
+    binds (the gradient is cut)."""
+    unclipped = -advantages * ratio
+    clipped = -advantages * ratio.clamp(1 - clip_low, 1 + clip_high)
+    return torch.maximum(unclipped, clipped), clipped > unclipped
+
+
 def _result(per_token, log_ratio, mask, agg, is_weights=None, dropped=None) -> PolicyLoss:
     """Weight, aggregate, and add the diagnostics (``dropped``: where the gradient is cut)."""
     if is_weights is not None:
@@ -278,14 +286,12 @@ def policy_loss(
         raise ValueError(f"dual_clip: expected a float > 1, got {dual_clip}")
     log_ratio = (logp - old_logp).clamp(-20, 20)
     ratio = log_ratio.exp()
-    unclipped = -advantages * ratio
-    clipped = -advantages * ratio.clamp(1 - clip_low, 1 + clip_high)
-    per_token = torch.maximum(unclipped, clipped)
+    per_token, cut = _clipped_surrogate(advantages, ratio, clip_low, clip_high)
     if dual_clip is not None:
         per_token = torch.where(
             advantages < 0, torch.minimum(per_token, -advantages * dual_clip), per_token
         )
-    return _result(per_token, log_ratio, mask, agg, is_weights, dropped=clipped > unclipped)
+    return _result(per_token, log_ratio, mask, agg, is_weights, dropped=cut)
 
 
 @register_policy_loss("gspo")
@@ -322,11 +328,10 @@ def gspo_loss(
         log_s = logp - logp.detach() + seq.detach()
     else:
         log_s = seq.expand_as(logp)
-    s = log_s.clamp(max=10.0).exp()
-    unclipped = -advantages * s
-    clipped = -advantages * s.clamp(1 - clip_low, 1 + clip_high)
-    per_token = torch.maximum(unclipped, clipped)
-    return _result(per_token, log_ratio, mask, agg, is_weights, dropped=clipped > unclipped)
+    per_token, cut = _clipped_surrogate(
+        advantages, log_s.clamp(max=10.0).exp(), clip_low, clip_high
+    )
+    return _result(per_token, log_ratio, mask, agg, is_weights, dropped=cut)
 
 
 @register_policy_loss("luspo")
@@ -550,24 +555,23 @@ def cov_loss(
         cov = torch.full_like(logp, -torch.inf)
         cov[valid] = (a - a.mean()) * (lp - lp.mean())
         n_pick = max(int(ratio * int(valid.sum())), 1)
-    unclipped = -advantages * rho
     if kind == "kl":
         rows, cols = valid.nonzero(as_tuple=True)
         top = torch.topk(cov[valid], min(n_pick, len(rows))).indices
         picked = torch.zeros_like(valid)
         picked[rows[top], cols[top]] = True
+        unclipped = -advantages * rho
         per_token = torch.where(picked, unclipped + kl_coef * log_ratio.abs(), unclipped)
         return _result(per_token, log_ratio, mask, agg, is_weights)
-    clipped = -advantages * rho.clamp(1 - clip_low, 1 + clip_high)
+    surrogate, clipped = _clipped_surrogate(advantages, rho, clip_low, clip_high)
     with torch.no_grad():
-        cov = torch.where(clipped > unclipped, -torch.inf, cov)
+        cov = torch.where(clipped, -torch.inf, cov)
         candidates = ((cov > cov_low) & (cov < cov_high) & valid).nonzero()
         if len(candidates):  # verl draws only when there are candidates
             candidates = candidates[torch.randperm(len(candidates), generator=generator)[:n_pick]]
         cut = torch.zeros_like(valid)
         cut[candidates[:, 0], candidates[:, 1]] = True
-    per_token = torch.maximum(unclipped, clipped) * (~cut)
-    return _result(per_token, log_ratio, mask, agg, is_weights, dropped=cut)
+    return _result(surrogate * (~cut), log_ratio, mask, agg, is_weights, dropped=cut)
 
 
 @register_policy_loss("gpg")
