@@ -260,3 +260,27 @@ def test_degenerate_batches_give_zero_not_nan():
         out.loss.backward()
         assert out.loss.item() == 0.0 and torch.isfinite(logp.grad).all(), name
         logp.grad = None
+
+
+def test_gspo_levels_differ_only_with_per_token_advantages():
+    """One advantage per response: GSPO-token and the sequence form have the same gradient in
+    every aggregation; per-token advantages: they do not."""
+    b = batch(2)
+
+    def grad_of(level, adv, agg):
+        logp = b["logp"].clone().requires_grad_()
+        wide = dict(clip_low=0.99, clip_high=100.0)  # clips that never bind here
+        loss = compute_policy_loss(
+            "gspo", logp, b["old"], adv, b["mask"], level=level, agg=agg, **wide
+        )
+        loss.loss.backward()
+        return logp.grad
+
+    per_token = b["adv"][:, None] * torch.linspace(0.5, 1.5, b["mask"].shape[1])
+    for agg in ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum"):
+        torch.testing.assert_close(
+            grad_of("token", b["adv"], agg), grad_of("sequence", b["adv"], agg)
+        )
+        assert (
+            grad_of("token", per_token, agg) - grad_of("sequence", per_token, agg)
+        ).abs().max() > 1e-3

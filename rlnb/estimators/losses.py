@@ -13,7 +13,7 @@ this update), ``advantages`` (``[B, L]`` or ``[B]``) and ``mask`` are ``[B, L]``
 ``rollout_is_weights``, multiplied into each token's loss unless the loss says otherwise) plus its
 own knobs, and returns a ``PolicyLoss``. verl's ``policy_loss.loss_mode`` and TRL's ``loss_type``
 map to these as follows (pinned in ``tests/integrations/test_verl_losses.py`` and
-``tests/test_losses.py``):
+``tests/test_policy_losses.py``):
 
 =================  ==========================================  ================================
 rlnb               verl ``loss_mode``                          TRL ``loss_type``
@@ -112,9 +112,8 @@ class PolicyLoss(NamedTuple):
 
 # --- one registry of policy losses --------------------------------------------------------------
 
-POLICY_LOSSES: dict[
-    str, Callable[..., PolicyLoss]
-] = {}  # name → loss; add with register_policy_loss
+# name → loss; add with register_policy_loss
+POLICY_LOSSES: dict[str, Callable[..., PolicyLoss]] = {}
 
 
 def register_policy_loss(name: str, *, replace: bool = False):
@@ -314,8 +313,10 @@ def gspo_loss(
     ``level="sequence"``: ``s`` itself, so every token's gradient is ``s·mean_t ∇logp`` (TRL's
     ``importance_sampling_level="sequence"``). ``level="token"``: GSPO-token,
     ``s_t = sg(s)·π_t / sg(π_t)``: the same value, the gradient ``s·∇logp_t`` per token (verl's
-    ``gspo``). The two agree under ``agg="seq-mean-token-mean"`` (the paper's) with one advantage
-    per response; under token-level aggregation they weigh a sequence's tokens differently.
+    ``gspo``). With one advantage per response the two give the same gradient in every
+    aggregation; with per-token advantages the token form weighs ``∇logp_t`` by ``A_t``, the
+    sequence form spreads ``mean_t A_t`` over the response. The paper aggregates
+    ``seq-mean-token-mean``.
     """
     advantages = _token_inputs(logp, old_logp, advantages, mask, is_weights)
     clip_high = _clip_range(clip_low, clip_high)
