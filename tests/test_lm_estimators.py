@@ -18,18 +18,17 @@ from rlnb.estimators import group as G
 from rlnb.estimators import kl_penalty
 from rlnb.estimators import tokens as T
 from rlnb.estimators.registry import AdvantageInputs, compute_advantages
+from tests.batches import ragged_mask, shuffled_groups
 
 SEEDS = [0, 1, 2]
 
 
 def batch(seed, n_groups=5, min_group=2, max_group=5, L=8, multi_turn=False, binary=False):
     g = torch.Generator().manual_seed(seed)
-    sizes = torch.randint(min_group, max_group + 1, (n_groups,), generator=g)
-    ids = torch.repeat_interleave(torch.arange(n_groups), sizes)
-    ids = ids[torch.randperm(len(ids), generator=g)]
+    ids = shuffled_groups(g, n_groups, min_group, max_group)
     B = len(ids)
-    lengths = torch.randint(1, L + 1, (B,), generator=g)
-    mask = (torch.arange(L)[None, :] < lengths[:, None]).double()
+    mask, lengths = ragged_mask(g, B, L)
+    mask = mask.double()
     if multi_turn:
         mask = mask * (torch.rand(B, L, generator=g) > 0.3).double()
         mask[:, 0] = 1.0

@@ -21,14 +21,15 @@ from rlnb.estimators.losses import (
     register_policy_loss,
     rollout_is_weights,
 )
+from tests.batches import ragged_mask
 
 SEEDS = [0, 1, 2]
 
 
 def batch(seed, B=6, L=5):
     g = torch.Generator().manual_seed(seed)
-    lengths = torch.randint(1, L + 1, (B,), generator=g)
-    mask = (torch.arange(L)[None, :] < lengths[:, None]).float()
+    mask, lengths = ragged_mask(g, B, L)
+    mask = mask.float()
     logp = -torch.rand(B, L, generator=g) * 3 - 0.01
     old = (logp + 0.3 * torch.randn(B, L, generator=g)).clamp(max=-1e-3)
     sampler = (old + 0.2 * torch.randn(B, L, generator=g)).clamp(max=-1e-3)

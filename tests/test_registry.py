@@ -15,6 +15,7 @@ from rlnb.estimators.registry import (
     outcome_estimators,
     register_estimator,
 )
+from tests.batches import ragged_mask
 
 # what each outcome estimator must equal: the group function, called directly
 DIRECT = {
@@ -44,8 +45,7 @@ NEEDS = {
 
 def ragged_batch(seed, B=12, L=7, group_size=4):
     g = torch.Generator().manual_seed(seed)
-    lengths = torch.randint(1, L + 1, (B,), generator=g)
-    mask = (torch.arange(L)[None, :] < lengths[:, None]).long()
+    mask = ragged_mask(g, B, L)[0].long()
     scores = (torch.rand(B, generator=g) < 0.5).float() if seed % 2 else torch.randn(B, generator=g)
     ref = torch.rand(B, generator=g)
     ids = torch.arange(B) // group_size

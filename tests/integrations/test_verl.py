@@ -12,6 +12,8 @@ import numpy as np
 import pytest
 import torch
 
+from tests.batches import ragged_mask, shuffled_groups
+
 verl = pytest.importorskip("verl")
 
 from verl import DataProto  # noqa: E402
@@ -27,12 +29,10 @@ NAMES = ["rlnb_grpo", "rlnb_dr_grpo", "rlnb_rloo", "rlnb_qae", "rlnb_qae_k70", "
 def grouped_batch(seed, n_groups=6, max_group=5, min_group=2, L=7, binary=True):
     """Random scores in groups of random sizes, shuffled, with ragged response masks."""
     g = torch.Generator().manual_seed(seed)
-    sizes = torch.randint(min_group, max_group + 1, (n_groups,), generator=g)
-    ids = torch.repeat_interleave(torch.arange(n_groups), sizes)
-    ids = ids[torch.randperm(len(ids), generator=g)]
+    ids = shuffled_groups(g, n_groups, min_group, max_group)
     B = len(ids)
-    lengths = torch.randint(1, L + 1, (B,), generator=g)
-    mask = (torch.arange(L)[None, :] < lengths[:, None]).float()
+    mask, lengths = ragged_mask(g, B, L)
+    mask = mask.float()
     scores = (torch.rand(B, generator=g) < 0.5).float() if binary else torch.randn(B, generator=g)
     rewards = torch.zeros(B, L)
     rewards[torch.arange(B), lengths - 1] = scores  # the outcome reward on the last token

@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 import torch
 
+from tests.batches import ragged_mask, shuffled_groups
+
 pytest.importorskip("verl")
 
 from verl.trainer.config import AlgoConfig  # noqa: E402
@@ -25,12 +27,10 @@ def batch(seed, n_groups=6, min_group=2, max_group=5, L=9, multi_turn=False):
     """Groups of random sizes (shuffled), ragged right-padded masks (with observation gaps inside
     the response when ``multi_turn``), dense token rewards, old log-probs and Σπ²."""
     g = torch.Generator().manual_seed(seed)
-    sizes = torch.randint(min_group, max_group + 1, (n_groups,), generator=g)
-    ids = torch.repeat_interleave(torch.arange(n_groups), sizes)
-    ids = ids[torch.randperm(len(ids), generator=g)]
+    ids = shuffled_groups(g, n_groups, min_group, max_group)
     B = len(ids)
-    lengths = torch.randint(1, L + 1, (B,), generator=g)
-    mask = (torch.arange(L)[None, :] < lengths[:, None]).float()
+    mask, lengths = ragged_mask(g, B, L)
+    mask = mask.float()
     if multi_turn:  # a tool's observation tokens inside the response
         mask = mask * (torch.rand(B, L, generator=g) > 0.3).float()
         mask[:, 0] = 1.0

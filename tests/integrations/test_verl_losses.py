@@ -9,6 +9,8 @@ Runs in ``.venv-verl`` (``make test``); skipped where verl is not installed.
 import pytest
 import torch
 
+from tests.batches import ragged_mask
+
 pytest.importorskip("verl")
 
 from verl.trainer.ppo import core_algos  # noqa: E402
@@ -25,8 +27,7 @@ def batch(seed, B=12, L=7, off_policy=True, per_token=True):
     differ by ~0.3 in log space when ``off_policy`` (equal otherwise), advantages per token or
     per response, and rollout IS weights."""
     g = torch.Generator().manual_seed(seed)
-    lengths = torch.randint(1, L + 1, (B,), generator=g)
-    mask = (torch.arange(L)[None, :] < lengths[:, None]).float()
+    mask = ragged_mask(g, B, L)[0].float()
     logp = -torch.rand(B, L, generator=g) * 3 - 0.01
     old = logp + 0.3 * torch.randn(B, L, generator=g) if off_policy else logp.clone()
     old = old.clamp(max=-1e-3)
