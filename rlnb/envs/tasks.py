@@ -14,6 +14,7 @@ Every task has the same interface:
 from __future__ import annotations
 
 import hashlib
+import re
 import string
 
 import numpy as np
@@ -247,3 +248,186 @@ class DecisionTokens(Task):
         if len(completion) != self.length:
             return 0.0
         return float(all(completion[i] == answer[i] for i in self.decision_positions(prompt)))
+
+
+# The stepwise tasks share one alphabet, designed once for everything the LM-value notebooks
+# need: the chain's digits and operators, the composition's letters and function names, the
+# step delimiter ";", the parentheses of "f(x)", and the generative verifier's suffix "?" + "Y"/"N".
+STEP_DELIMITER = ";"
+VERIFY_SUFFIX, VERIFY_YES, VERIFY_NO = "?", "Y", "N"
+STEP_ALPHABET = (
+    string.digits + "+-*=" + STEP_DELIMITER + "():" + _LETTERS + "rswo"
+    + VERIFY_SUFFIX + VERIFY_YES + VERIFY_NO
+)  # fmt: skip
+# Positions a stepwise reasoner needs: <bos> + the longest prompt + solution + <eos>, plus the
+# verification suffix and its one-letter verdict (ArithmeticChain(n_ops=4): 1 + 10 + 34 + 1 + 2).
+STEP_CONTEXT = 64
+
+
+class StepwiseTask(Task):
+    """A task whose completions are written as steps separated by ``";"``, each checkable.
+
+    Adds to ``Task``: ``steps(completion)`` (the written steps), ``step_labels(prompt,
+    completion)`` (the oracle: is each written step correct given the prompt and the steps
+    *written before it*, so a step that carries an earlier mistake forward correctly is correct)
+    and ``first_error(prompt, completion)`` (the index of the first incorrect step, ``None`` when
+    every written step is correct). The reward is the outcome: 1.0 iff ``final_answer`` of the
+    completion is the true result, however it was reached. Subclasses define ``_step_ok(prompt,
+    i, step, previous)`` → ``(ok, value)`` and ``final_answer``.
+    """
+
+    alphabet = STEP_ALPHABET
+
+    def steps(self, completion: str) -> list[str]:
+        """The written steps, in order (``"3+4=7;7*2=14;14"`` → ``["3+4=7", "7*2=14", "14"]``)."""
+        completion = completion.strip()
+        return completion.split(STEP_DELIMITER) if completion else []
+
+    def step_labels(self, prompt: str, completion: str) -> list[bool]:
+        """One label per written step: correct given the prompt and the steps before it."""
+        labels, previous = [], None
+        for i, step in enumerate(self.steps(completion)):
+            ok, previous = self._step_ok(prompt, i, step, previous)
+            labels.append(ok)
+        return labels
+
+    def first_error(self, prompt: str, completion: str) -> int | None:
+        """The index of the first incorrect written step, or ``None``."""
+        labels = self.step_labels(prompt, completion)
+        return labels.index(False) if False in labels else None
+
+    def final_answer(self, completion: str) -> str:
+        raise NotImplementedError
+
+    def reward(self, prompt: str, completion: str) -> float:
+        """1.0 iff the completion's final answer is the true result (the outcome reward)."""
+        return float(self.final_answer(completion) == self.final_answer(self.answer(prompt)))
+
+    def _step_ok(self, prompt: str, i: int, step: str, previous):
+        raise NotImplementedError
+
+
+_OPERATIONS = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b}
+_CHAIN_STEP = re.compile(r"^(\d+)([+\-*])(\d)=(\d+)$")
+
+
+class ArithmeticChain(StepwiseTask):
+    """Arithmetic evaluated left to right, one operation per step.
+
+    ``"3+4*2-5="`` → ``"3+4=7;7*2=14;14-5=9;9"``: ``n_ops`` operations on single-digit operands
+    1–9 with ``+ - *``, every intermediate value in [0, 99] (prompts that leave that range are
+    not in the task); the last step restates the result. ``show_steps=False`` is the same task
+    answered in one go (``"9"``): same prompts, same splits, same reward. A ``test_fraction`` of
+    the prompts, chosen by a hash of the prompt, is the test split.
+
+    ``step_labels``: step ``i < n_ops`` is correct iff it reads ``{a}{op}{b}={a op b}`` with the
+    prompt's ``i``-th operator and operand and ``a`` the value written by the step before (the
+    prompt's first operand for step 0); step ``n_ops`` is correct iff it restates the value the
+    step before wrote. Extra steps are incorrect.
+    """
+
+    def __init__(self, n_ops: int = 3, show_steps: bool = True, test_fraction: float = 0.2):
+        if not isinstance(n_ops, int) or not 1 <= n_ops <= 4:
+            raise ValueError(f"n_ops: expected an integer in [1, 4], got {n_ops!r}")
+        if not 0.0 < test_fraction < 1.0:
+            raise ValueError(f"test_fraction: expected a number in (0, 1), got {test_fraction!r}")
+        self.n_ops, self.show_steps, self.test_fraction = n_ops, bool(show_steps), test_fraction
+
+    @property
+    def max_new_tokens(self) -> int:
+        """The longest answer plus EOS (each step at most ``"99*9=99;"``)."""
+        return (8 * self.n_ops + 3) if self.show_steps else 3
+
+    def _all_prompts(self) -> list[str]:
+        prompts = []
+
+        def extend(text: str, value: int, depth: int) -> None:
+            if depth == self.n_ops:
+                prompts.append(text + "=")
+                return
+            for op in "+-*":
+                for b in range(1, 10):
+                    result = _OPERATIONS[op](value, b)
+                    if 0 <= result <= 99:
+                        extend(f"{text}{op}{b}", result, depth + 1)
+
+        for a in range(1, 10):
+            extend(str(a), a, 0)
+        return prompts
+
+    def _split_of(self, prompt: str) -> str:
+        return "test" if _stable_fraction(prompt) < self.test_fraction else "train"
+
+    @staticmethod
+    def _parse(prompt: str) -> tuple[int, list[tuple[str, int]]]:
+        body = prompt.rstrip("=")
+        return int(body[0]), [(body[i], int(body[i + 1])) for i in range(1, len(body), 2)]
+
+    def answer(self, prompt: str) -> str:
+        value, ops = self._parse(prompt)
+        steps = []
+        for op, b in ops:
+            result = _OPERATIONS[op](value, b)
+            steps.append(f"{value}{op}{b}={result}")
+            value = result
+        return STEP_DELIMITER.join([*steps, str(value)]) if self.show_steps else str(value)
+
+    def final_answer(self, completion: str) -> str:
+        """The text after the last ``";"`` (the whole completion without steps)."""
+        return completion.strip().rsplit(STEP_DELIMITER, 1)[-1]
+
+    def _step_ok(self, prompt: str, i: int, step: str, previous):
+        first, ops = self._parse(prompt)
+        previous = first if previous is None else previous
+        if i == len(ops):  # the restated result
+            return step == str(previous), previous
+        match = _CHAIN_STEP.match(step) if i < len(ops) else None
+        if match is None:
+            return False, None
+        a, op, b, written = int(match[1]), match[2], int(match[3]), int(match[4])
+        ok = (a, op, b) == (previous, *ops[i]) and written == _OPERATIONS[op](a, b)
+        return ok and match[4] == str(written), written
+
+
+_COMPOSITION_STEP = re.compile(r"^([rscwo])\(([a-f]+)\)=([a-f]+)$")
+
+
+class StepwiseComposition(StepwiseTask, Composition):
+    """``Composition`` answered one function at a time: ``"rs:abcd="`` →
+    ``"s(abcd)=bcde;r(bcde)=edcb"`` (inner function first); a single function is one step
+    (``"s:abcd="`` → ``"s(abcd)=bcde"``). Same programs, inputs and train/test split as
+    ``Composition`` with the same arguments; the final answer is the text after the last ``"="``.
+
+    ``step_labels``: step ``i`` is correct iff it applies the program's ``i``-th function from the
+    inside to the value written by the step before (the prompt's input for step 0) and writes its
+    result; steps beyond the program's length are incorrect.
+    """
+
+    alphabet = STEP_ALPHABET
+
+    @property
+    def max_new_tokens(self) -> int:
+        """The longest answer plus EOS: two steps of ``f(x)=y`` and a delimiter."""
+        return 2 * (2 * self.length + 4) + 1 + 1
+
+    def answer(self, prompt: str) -> str:
+        program, x = prompt.rstrip("=").split(":")
+        steps = []
+        for name in reversed(program):
+            y = FUNCTIONS[name](x)
+            steps.append(f"{name}({x})={y}")
+            x = y
+        return STEP_DELIMITER.join(steps)
+
+    def final_answer(self, completion: str) -> str:
+        return completion.strip().rsplit("=", 1)[-1]
+
+    def _step_ok(self, prompt: str, i: int, step: str, previous):
+        program, x = prompt.rstrip("=").split(":")
+        previous = x if previous is None else previous
+        match = _COMPOSITION_STEP.match(step) if i < len(program) else None
+        if match is None:
+            return False, None
+        name, arg, written = match.groups()
+        ok = name == program[::-1][i] and arg == previous and written == FUNCTIONS[name](arg)
+        return ok, written
