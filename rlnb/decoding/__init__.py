@@ -1,4 +1,5 @@
-"""Decoding: batched KV-cache sampling, sequence log-probs, pass@k, voting and best-of-N."""
+"""Decoding: batched KV-cache sampling, sequence log-probs, pass@k, voting and best-of-N, tree
+rollouts that share prefixes and Monte Carlo prefix values."""
 
 from rlnb.decoding.sampling import Samples, completion_logprobs, sample, sequence_logprobs
 from rlnb.decoding.selection import (
@@ -8,6 +9,7 @@ from rlnb.decoding.selection import (
     majority_vote,
     pass_at_k,
 )
+from rlnb.decoding.tree import Tree, mc_prefix_values, prefix_values, sample_tree
 
 __all__ = [
     "Samples",
@@ -19,4 +21,8 @@ __all__ = [
     "evaluate_pass_at_k",
     "majority_vote",
     "pass_at_k",
+    "Tree",
+    "mc_prefix_values",
+    "prefix_values",
+    "sample_tree",
 ]
