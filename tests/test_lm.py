@@ -55,7 +55,13 @@ def test_tiny_causal_lm_sizes_and_errors():
 
 @pytest.mark.parametrize(
     "name, greedy_range, min_pass16",
-    [("addition", (0.2, 0.5), 0.8), ("composition", (0.05, 0.3), 0.3)],  # composition: unseen pairs
+    [
+        ("addition", (0.2, 0.5), 0.8),
+        ("composition", (0.05, 0.3), 0.3),  # composition: unseen pairs
+        ("chain", (0.2, 0.5), 0.8),
+        ("chain_oneshot", (0.0, 0.2), 0.2),  # the same budget without steps: far below chain
+        ("stepwise_composition", (0.05, 0.4), 0.2),  # unseen pairs, reported whatever they are
+    ],
 )
 def test_shipped_reasoners_load_offline_and_match_their_record(name, greedy_range, min_pass16):
     model, tok = load_reasoner(name)

@@ -19,7 +19,13 @@ from pathlib import Path
 import torch
 
 from rlnb.decoding.selection import evaluate_pass_at_k
-from rlnb.envs.tasks import Addition, Composition
+from rlnb.envs.tasks import (
+    STEP_CONTEXT,
+    Addition,
+    ArithmeticChain,
+    Composition,
+    StepwiseComposition,
+)
 from rlnb.models.lm import char_tokenizer, data_dir, sha256, tiny_causal_lm
 from rlnb.train.lm_sft import SFTConfig, train_sft
 
@@ -37,10 +43,14 @@ class ReasonerSpec:
         )
     )
     eval_every: int = 10  # steps between checks of the stopping rule
-    stop_greedy: float = 0.3  # stop once greedy accuracy on the check prompts reaches this ...
-    stop_pass16: float = 0.85  # ... and pass@16 at temperature 1 reaches this
+    eval_from: int = 0  # no check before this step
+    stop_greedy: float | None = 0.3  # stop once greedy accuracy on the check prompts reaches
+    stop_pass16: float = 0.85  # this and pass@16 at temperature 1 this (None: no rule, sft.steps)
     n_check_prompts: int = 256
+    n_test_prompts: int | None = None  # the reported numbers: the whole test split, or a sample
 
+
+CHAIN_STEPS = 385  # where "chain" met its stopping rule (data/reasoners/chain/metrics.json)
 
 SPECS = {
     "addition": ReasonerSpec(),
@@ -53,7 +63,49 @@ SPECS = {
         stop_pass16=0.85,
     ),
 }
-TASKS = {"addition": Addition, "composition": Composition}
+_STEPWISE_MODEL = {"n_layer": 2, "n_embd": 128, "n_head": 4, "n_positions": STEP_CONTEXT}
+SPECS |= {
+    # Writes its steps; stopped while greedy is still wrong on most test prompts but sampling
+    # finds a right chain (the values, verifiers and search of notebooks 08b on need both).
+    "chain": ReasonerSpec(
+        task="chain",
+        task_args={"n_ops": 3},
+        model_args=_STEPWISE_MODEL,
+        sft=SFTConfig(steps=2000, batch_size=64, lr=1e-3, seed=0, progress=False),
+        eval_every=5,
+        eval_from=300,
+        n_check_prompts=512,
+        stop_greedy=0.3,
+        stop_pass16=0.82,
+        n_test_prompts=2000,
+    ),
+    # The same prompts answered without steps, trained for exactly as many steps as "chain"
+    # needed to meet its stopping rule (the same budget; set from chain's metrics.json).
+    "chain_oneshot": ReasonerSpec(
+        task="chain",
+        task_args={"n_ops": 3, "show_steps": False},
+        model_args=_STEPWISE_MODEL,
+        sft=SFTConfig(steps=CHAIN_STEPS, batch_size=64, lr=1e-3, seed=0, progress=False),
+        stop_greedy=None,
+        n_test_prompts=2000,
+    ),
+    # Single functions (and the 10 seen pairs) mastered, written as g(x)=…;f(…)=…; the test
+    # split is the 10 unseen pairs, reported whatever they are.
+    "stepwise_composition": ReasonerSpec(
+        task="stepwise_composition",
+        task_args={"length": 4, "n_train_pairs": 10},
+        model_args=_STEPWISE_MODEL,
+        sft=SFTConfig(steps=3000, batch_size=64, lr=1e-3, seed=0, progress=False),
+        stop_greedy=0.9,
+        stop_pass16=0.95,
+    ),
+}
+TASKS = {
+    "addition": Addition,
+    "composition": Composition,
+    "chain": ArithmeticChain,
+    "stepwise_composition": StepwiseComposition,
+}
 
 
 def build(name: str, out_root: Path | None = None) -> dict:
@@ -68,7 +120,7 @@ def build(name: str, out_root: Path | None = None) -> dict:
     checks = []
 
     def stopping_rule(step, model):
-        if step % spec.eval_every:
+        if spec.stop_greedy is None or step < spec.eval_from or step % spec.eval_every:
             return
         model.eval()
         greedy = evaluate_pass_at_k(
@@ -82,6 +134,8 @@ def build(name: str, out_root: Path | None = None) -> dict:
 
     history, _ = train_sft(model, tokenizer, task, spec.sft, callbacks=[stopping_rule])
     test = task.split("test")
+    if spec.n_test_prompts is not None and spec.n_test_prompts < len(test):
+        test = task.prompts(spec.n_test_prompts, "test", seed=0)
     greedy = evaluate_pass_at_k(model, tokenizer, task, test, n=1, ks=(1,), temperature=0)
     sampled = evaluate_pass_at_k(model, tokenizer, task, test, n=16, ks=(1, 4, 16))
 
@@ -101,6 +155,7 @@ def build(name: str, out_root: Path | None = None) -> dict:
         "model_safetensors_bytes": (out / "model.safetensors").stat().st_size,
         "model_safetensors_sha256": sha256(out / "model.safetensors"),
         "test_prompts": len(test),
+        "test_prompts_of": len(task.split("test")),
         "test_greedy_pass1": greedy[1],
         "test_pass1_t1": sampled[1],
         "test_pass4_t1": sampled[4],
