@@ -230,3 +230,60 @@ def test_hl_gauss_explorer_builds_and_redraws():
     sliders = box.children[1].children
     assert [s.description for s in sliders] == ["target", "σ / bin", "bins"]
     sliders[1].value = 2.0  # redraws; must not raise
+
+
+def _stub_tree():
+    """root → a (inner: leaves a1 r=1, a2 r=0), b (leaf r=1); a second prompt's root alone."""
+    from rlnb.decoding.tree import Tree
+
+    return Tree(
+        prompts=["p=", "q="],
+        parent=torch.tensor([-1, -1, 0, 0, 2, 2]),
+        depth=torch.tensor([0, 0, 1, 1, 2, 2]),
+        prompt_index=torch.tensor([0, 1, 0, 0, 0, 0]),
+        start=torch.zeros(6, dtype=torch.long),
+        end=torch.zeros(6, dtype=torch.long),
+        tokens=torch.zeros(0, dtype=torch.long),
+        logprobs=torch.zeros(0),
+        is_leaf=torch.tensor([False, True, False, True, True, True]),
+        reward=torch.tensor([0.0, 0.0, 0.0, 1.0, 1.0, 0.0]),
+        text=["", "", "a;", "b", "1", "2"],
+    )
+
+
+@pytest.mark.parametrize("leaf", [0, 1, 2])
+def test_tree_layout_on_a_hand_built_tree(leaf):
+    from rlnb.decoding.tree import prefix_values
+    from rlnb.widgets import tree_layout
+
+    tree = _stub_tree()
+    values, _ = prefix_values(tree)
+    layout = tree_layout(tree, values, prompt=0, leaf=leaf)
+    assert layout["nodes"] == [0, 2, 4, 5, 3]  # depth first
+    assert layout["leaves"] == [4, 5, 3]
+    x = dict(zip(layout["nodes"], layout["x"]))
+    assert (x[4], x[5], x[3]) == (0.0, 1.0, 2.0) and x[2] == 0.5 and x[0] == (0.5 + 2.0) / 2
+    assert dict(zip(layout["nodes"], layout["y"])) == {0: 0, 2: -1, 4: -2, 5: -2, 3: -1}
+    assert len(layout["edges"]) == 4
+    path = layout["path"]
+    assert path[0] == 0 and path[-1] == layout["leaves"][leaf] and tree.is_leaf[path[-1]]
+    assert [s for s, _ in layout["steps"]][0] == "p="
+    assert layout["value"][0] == pytest.approx(values[0].item())  # (0.5 + 1) / 2
+    assert values[0].item() == pytest.approx(0.75)
+    with pytest.raises(ValueError, match="leaf"):
+        tree_layout(tree, values, 0, leaf=3)
+    with pytest.raises(ValueError, match="prompt"):
+        tree_layout(tree, values, prompt=2)
+    with pytest.raises(ValueError, match="values"):
+        tree_layout(tree, values[:3])
+
+
+def test_tree_explorer_redraws_on_leaf():
+    from rlnb.decoding.tree import prefix_values
+    from rlnb.widgets import tree_explorer
+
+    tree = _stub_tree()
+    box = tree_explorer(tree, prefix_values(tree)[0])
+    slider = box.children[1].children[0]
+    assert (slider.min, slider.max) == (0, 2)
+    slider.value = 2  # redraws; must not raise

@@ -20,6 +20,7 @@ from rlnb.widgets.lambda_return import (
 from rlnb.widgets.planning import mdvi_curves, mdvi_explorer
 from rlnb.widgets.reasoner import passk_explorer, passk_table
 from rlnb.widgets.tour import tour_estimates, tour_explorer
+from rlnb.widgets.tree import plot_tree, tree_explorer, tree_layout
 from rlnb.widgets.value_losses import hl_gauss_explorer, target_distributions
 
 __all__ = [
@@ -38,6 +39,9 @@ __all__ = [
     "lambda_return_explorer",
     "lambda_return_weights",
     "mdvi_curves",
+    "plot_tree",
+    "tree_explorer",
+    "tree_layout",
     "mdvi_explorer",
     "passk_explorer",
     "passk_table",
