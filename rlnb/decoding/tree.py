@@ -13,7 +13,7 @@ Step-by-step without Human Annotations" labels steps with).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -48,7 +48,6 @@ class Tree:
     model_calls: int = 0
     forward_tokens: int = 0
     generated_tokens: int = 0
-    completions: dict[int, str] = field(default_factory=dict)  # leaf → its whole completion
 
     def __len__(self) -> int:
         return self.parent.numel()
@@ -61,7 +60,9 @@ class Tree:
         return nodes[::-1]
 
     def completion(self, node: int) -> str:
-        """The text written from the prompt to the end of ``node``'s segment."""
+        """The text written from the prompt to the end of ``node``'s segment (its segments'
+        texts joined; ``reward`` scored the decoding of a leaf's tokens in one piece, which is
+        the same text for a character tokenizer)."""
         return "".join(self.text[i] for i in self.path(node))
 
     def children(self, node: int) -> list[int]:
@@ -245,7 +246,6 @@ def sample_tree(
         path = tree.path(node)
         ids = torch.cat([flat[spans[i][0] : spans[i][1]] for i in path])
         completion = tokenizer.decode(ids, skip_special_tokens=True)
-        tree.completions[node] = completion
         tree.reward[node] = float(reward(prompts[prompt_index[node]], completion))
     return tree
 

@@ -9,6 +9,11 @@ Every task has the same interface:
 - ``reward(prompt, completion)``: 1.0 for a correct completion, else 0.0; surrounding whitespace
   is ignored. ``DecisionTokens`` only checks its decisive positions (see its docstring).
 - ``alphabet``: every character a prompt or answer can contain (the tokenizer's vocabulary).
+
+Stepwise tasks (``StepwiseTask``: ``ArithmeticChain``, ``StepwiseComposition``) write their
+answers as steps separated by ``";"`` and add an oracle per step: ``steps``, ``step_labels`` and
+``first_error``; their reward is the outcome (the final answer), and they share one alphabet
+(``STEP_ALPHABET``) and context length (``STEP_CONTEXT``).
 """
 
 from __future__ import annotations
