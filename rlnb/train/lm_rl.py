@@ -15,7 +15,7 @@ Each step draws ``prompts_per_step`` train prompts (``draw_prompts``) and then
    ``ROLLOUT_EXTRAS``, so none is formula-only here — but ``reinforce_plus_plus`` runs without a
    KL in the reward, this trainer's ``kl_coef`` being a penalty in the loss, and the optimal token
    baselines without importance weights, the samples being on-policy), or ``ppo``,
-   which is the ``gae`` estimator with a critic of our own, ``ValueModel`` — a copy of the
+   which is the ``gae`` estimator with a critic of our own, ``rlnb.models.critic.ValueModel`` — a copy of the
    policy's transformer trunk with a per-token value head read from the state before each token (a
    copy rather than a shared trunk, so the value loss cannot disturb the policy's features, and
    rather than a separate small model because the copy starts from features that already read the
@@ -62,7 +62,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 from safetensors.torch import load_file, load_model, save_file, save_model
-from torch import Tensor, nn
+from torch import Tensor
 from tqdm.auto import tqdm
 
 from rlnb.decoding.sampling import Samples, completion_logprobs, sample
@@ -82,7 +82,7 @@ from rlnb.estimators.registry import (
     compute_advantages,
     get_estimator,
 )
-from rlnb.models.forward import grouped_forward, position_ids_from_mask
+from rlnb.models.critic import ValueModel
 from rlnb.models.lm import sha256
 
 
@@ -187,53 +187,6 @@ class RLConfig:
 
 
 RESUMABLE_FIELDS = ("steps", "eval_every", "progress", "checkpoint_every", "checkpoint_dir")
-
-
-class ValueModel(nn.Module):
-    """``V(x_<t)`` for every position, read where the policy reads its next token: a copy of
-    ``policy``'s trunk (``policy.base_model``) and a head with one value per vocabulary entry,
-    ``q(h_s)[a]`` = the value once token ``a`` follows the prefix whose last state is ``h_s``.
-    ``forward`` returns ``[B, L]`` aligned like ``sequence_logprobs``: entry ``t`` is
-    ``V(x_<t) = q(h_{t−2})[x_{t−1}]`` (0 for t < 2).
-
-    Why not a scalar head on the state after the token: the state *before* it is where the policy's
-    logits come from, so this head can learn how (un)likely the sampled token was — on the tiny
-    reasoner the best available sign of a wrong digit. Measured after 300 PPO steps (8 prompts × 8)
-    from the shipped addition checkpoint, seeds 0–2, on 512 held-out completions: correlation of
-    the value after the last answer digit with the outcome 0.20–0.23 with this head, 0.06–0.13 with
-    a scalar head on the state after the token (value_lr 1e-3 or 1e-4).
-    """
-
-    def __init__(self, policy):
-        super().__init__()
-        self.trunk = copy.deepcopy(policy.base_model)
-        self.head = nn.Linear(policy.config.hidden_size, policy.config.vocab_size)
-        nn.init.zeros_(self.head.weight)
-        nn.init.zeros_(self.head.bias)
-
-    def forward(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
-        hidden = self.trunk(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            position_ids=position_ids_from_mask(attention_mask),
-        ).last_hidden_state[:, :-2]
-        token = input_ids[:, 1:-1, None]  # the token that follows each of those states
-        v = self.head(hidden.float()).gather(-1, token).squeeze(-1)  # (not weight[token]: its
-        # backward accumulates repeated rows in a nondeterministic order, and resume must replay)
-        return torch.cat([v.new_zeros(len(v), 2), v], dim=1)[:, : input_ids.shape[1]]
-
-    def completion_values(
-        self, prompt_ids, prompt_mask, completion_ids, response_mask, group_size: int = 1
-    ) -> Tensor:
-        """``forward(...)[:, P:]`` (``[B, T]``), each distinct prompt run once through the trunk
-        (``rlnb.models.forward.grouped_forward``; rows in groups of ``group_size`` sharing a prompt)."""
-        if prompt_ids.shape[1] < 2:
-            raise ValueError("prompt_ids: expected at least 2 columns (the value reads h_{t-2})")
-        states = grouped_forward(
-            self.trunk, prompt_ids, prompt_mask, completion_ids, response_mask, group_size, 2
-        )[:, : completion_ids.shape[1]]
-        token = torch.cat([prompt_ids[:, -1:], completion_ids[:, :-1]], dim=1)
-        return self.head(states.float()).gather(-1, token[..., None]).squeeze(-1)
 
 
 def _autocast(device: torch.device):
