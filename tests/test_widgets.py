@@ -287,3 +287,19 @@ def test_tree_explorer_redraws_on_leaf():
     slider = box.children[1].children[0]
     assert (slider.min, slider.max) == (0, 2)
     slider.value = 2  # redraws; must not raise
+
+
+def test_step_score_table_and_explorer():
+    from rlnb.widgets import step_score_explorer, step_score_table
+
+    steps = ["3+4=7", "7*2=15", "15"]
+    scores = {"oracle": [1, 0, 0], "PRM": [0.9, 0.2, 0.1]}
+    table = step_score_table(steps, scores)
+    assert list(table.index) == steps and list(table.columns) == ["oracle", "PRM"]
+    assert table.loc["7*2=15", "PRM"] == 0.2 and table.dtypes.eq(float).all()
+    with pytest.raises(ValueError, match=r"scores\['PRM'\]"):
+        step_score_table(steps, {"PRM": [0.5]})
+    box = step_score_explorer([("3+4*2=", "3+4=7;7*2=15;15", steps, scores)] * 2)
+    slider = box.children[1].children[0]
+    assert (slider.min, slider.max) == (0, 1)
+    slider.value = 1  # redraws; must not raise

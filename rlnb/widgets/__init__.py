@@ -22,6 +22,7 @@ from rlnb.widgets.reasoner import passk_explorer, passk_table
 from rlnb.widgets.tour import tour_estimates, tour_explorer
 from rlnb.widgets.tree import plot_tree, tree_explorer, tree_layout
 from rlnb.widgets.value_losses import hl_gauss_explorer, target_distributions
+from rlnb.widgets.verifier import step_score_explorer, step_score_table
 
 __all__ = [
     "aggregation_explorer",
@@ -40,6 +41,8 @@ __all__ = [
     "lambda_return_weights",
     "mdvi_curves",
     "plot_tree",
+    "step_score_explorer",
+    "step_score_table",
     "tree_explorer",
     "tree_layout",
     "mdvi_explorer",
