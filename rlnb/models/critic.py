@@ -25,7 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from rlnb.models.forward import grouped_forward, position_ids_from_mask
-from rlnb.models.value import ValueNetwork, categorical_loss
+from rlnb.models.value import ValueNetwork
 
 VERIFY_SUFFIX, VERIFY_YES, VERIFY_NO = "?", "Y", "N"
 
@@ -84,9 +84,10 @@ class ScoreModel(nn.Module):
     for Scalable Deep RL"); scores are values in [0, 1]'s units either way (``value``), and
     ``loss`` is the head's loss against scalar targets.
 
-    ``forward(prompt_ids, prompt_mask, completion_ids, response_mask, group_size)`` returns the
-    head's logits ``[B, 1 + T, n]``: column 0 after the prompt, column ``t + 1`` after completion
-    token ``t``.
+    ``states(prompt_ids, prompt_mask, completion_ids, response_mask, group_size)`` returns the
+    trunk's states ``[B, 1 + T, H]``: column 0 after the prompt, column ``t + 1`` after completion
+    token ``t``; ``forward`` the head's logits there ``[B, 1 + T, n]``; ``value`` turns logits into
+    scores, and ``head.loss(states, targets[:, None])`` is the head's loss.
     """
 
     def __init__(self, policy, head: str = "scalar", n_bins: int = 21, sigma_ratio: float = 0.75):
@@ -97,30 +98,20 @@ class ScoreModel(nn.Module):
             v_max=1.0, sigma_ratio=sigma_ratio,
         )  # fmt: skip
 
-    def forward(self, prompt_ids, prompt_mask, completion_ids, response_mask, group_size: int = 1):
-        states = grouped_forward(
+    def states(self, prompt_ids, prompt_mask, completion_ids, response_mask, group_size: int = 1):
+        return grouped_forward(
             self.trunk, prompt_ids, prompt_mask, completion_ids, response_mask, group_size
-        )
+        ).float()
+
+    def forward(self, prompt_ids, prompt_mask, completion_ids, response_mask, group_size: int = 1):
+        states = self.states(prompt_ids, prompt_mask, completion_ids, response_mask, group_size)
         b, length, hidden = states.shape
-        return self.head.logits(states.float().reshape(b * length, hidden)).view(b, length, -1)
+        return self.head.logits(states.reshape(b * length, hidden)).view(b, length, -1)
 
     def value(self, logits: Tensor) -> Tensor:
         """Scalar scores ``[...]`` from ``forward``'s logits ``[..., n]``."""
         flat = logits.reshape(-1, 1, logits.shape[-1])
         return self.head.values_from_logits(flat).reshape(logits.shape[:-1])
-
-    def loss(self, logits: Tensor, targets: Tensor) -> Tensor:
-        """The head's mean loss for logits ``[N, n]`` against scalar targets ``[N]``."""
-        out = logits.reshape(-1, 1, logits.shape[-1])
-        if self.head.head == "scalar":
-            return nn.functional.mse_loss(out[:, 0, 0], targets.float())
-        return categorical_loss(out, self.head.target_distribution(targets.float()[:, None]))
-
-
-def last_positions(response_mask: Tensor) -> Tensor:
-    """The column of ``ScoreModel.forward`` after each row's last completion token ``[B]`` (0 for
-    an empty completion: the prompt's)."""
-    return response_mask.long().sum(1)
 
 
 def step_positions(
@@ -129,7 +120,8 @@ def step_positions(
     """Per row, the ``ScoreModel.forward`` column after each written step — one per element of
     ``task.steps(completion)``: after every ``delimiter`` token, and after the last completion
     token (EOS included) for the last step. These are the positions a process reward model
-    scores; an empty completion has none."""
+    scores. A completion of EOS alone gets one, after its EOS (``score_targets`` drops it: its
+    text has no step)."""
     rows = []
     for ids, mask in zip(completion_ids.tolist(), response_mask.tolist()):
         n = sum(mask)

@@ -15,8 +15,9 @@ positions of a ``ScoreModel`` (``targets=``):
   LLMs Step-by-step without Human Annotations"): hard (1 if any rollout from it succeeds) or soft
   (the fraction that does).
 
-``train_score_model`` fits a ``ScoreModel`` to them with its head's loss (``"scalar"``: MSE;
-``"hl_gauss"``/``"two_hot"``: cross-entropy against the target's distribution on [0, 1]).
+``train_score_model`` fits a ``ScoreModel`` to them with its head's loss
+(``rlnb.models.value.ValueNetwork.loss``: ``"scalar"``, MSE; ``"hl_gauss"``/``"two_hot"``,
+cross-entropy against the target's distribution on [0, 1]).
 ``train_generative_verifier`` teaches a copy of the policy to answer ``prompt + completion + "?"``
 with ``"Y"`` or ``"N"`` (the task's reward), the loss on that token only, as RL^V's verification
 loss does ("Putting the Value Back in RL: Unifying LLM Reasoners With Verifiers").
@@ -122,26 +123,29 @@ def train_score_model(
     seed: int = 0,
     progress: bool = True,
 ) -> pd.DataFrame:
-    """Fit ``model`` in place: each step draws ``batch_size`` completions (by ``seed`` and the step),
-    runs them once and takes the head's loss over their targets. Returns the history (step, loss).
+    """Fit ``model`` in place: each step draws ``batch_size`` of the completions that have targets
+    (by ``seed``), runs them once and takes the head's loss over their targets. Returns the history (step, loss).
     On CUDA the forward pass runs under bf16 autocast."""
     if steps < 1 or batch_size < 1:
         raise ValueError(f"steps, batch_size: expected ≥ 1, got {steps}, {batch_size}")
     device = next(model.parameters()).device
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
+    if len(targets) == 0:
+        raise ValueError("targets: expected at least one target")
     generator = torch.Generator().manual_seed(seed)
-    n = len(samples.text)
+    n, candidates = len(samples.text), targets.rows.unique()  # only completions with targets
     model.train()
     history = []
     for step in tqdm(range(1, steps + 1), desc="score model", disable=not progress):
-        rows = torch.randperm(n, generator=generator)[: min(batch_size, n)]
+        order = torch.randperm(len(candidates), generator=generator)
+        rows = candidates[order[: min(batch_size, len(candidates))]]
         where = torch.isin(targets.rows, rows)
         local = torch.empty(n, dtype=torch.long)
         local[rows] = torch.arange(len(rows))
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            logits = model(*(t[rows].to(device) for t in _inputs(samples)))
-        picked = logits[local[targets.rows[where]].to(device), targets.columns[where].to(device)]
-        loss = model.loss(picked.float(), targets.targets[where].to(device))
+            states = model.states(*(t[rows].to(device) for t in _inputs(samples)))
+        picked = states[local[targets.rows[where]].to(device), targets.columns[where].to(device)]
+        loss = model.head.loss(picked.float(), targets.targets[where].to(device)[:, None])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
