@@ -187,7 +187,9 @@ def test_stepwise_composition_writes_the_inner_function_first():
 
 
 def test_one_alphabet_and_context_for_the_stepwise_tasks():
-    assert set(";()?YN") <= set(STEP_ALPHABET)
+    from rlnb.models.critic import VERIFY_NO, VERIFY_SUFFIX, VERIFY_YES
+
+    assert set(";()") | {VERIFY_SUFFIX, VERIFY_YES, VERIFY_NO} <= set(STEP_ALPHABET)
     for task in (ArithmeticChain(n_ops=4), StepwiseComposition(length=6)):
         assert task.alphabet == STEP_ALPHABET
         longest = max(

@@ -77,6 +77,13 @@ def _top_p_filter(probs: Tensor, top_p: float) -> Tensor:
     return torch.zeros_like(probs).scatter(-1, order, sorted_probs)
 
 
+def draw(probs: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    """One token per row from the distribution ``probs`` ``[..., V]``: the argmax of ``p / E``
+    with ``E ~ Exp(1)`` is a draw from ``p`` (cheaper than ``multinomial``)."""
+    noise = torch.empty_like(probs).exponential_(generator=generator)
+    return (probs / noise).argmax(-1)
+
+
 def sample(
     model,
     tokenizer,
@@ -140,11 +147,10 @@ def sample(
                     pi2.append(probs.square().sum(-1).masked_fill(finished, 0.0))
                 if temperature == 0:
                     token = logits.argmax(-1)
-                else:  # argmax of p / E with E ~ Exp(1) is a draw from p (cheaper than multinomial)
+                else:
                     if top_p < 1.0:
                         probs = _top_p_filter(probs, top_p)
-                    noise = torch.empty_like(probs).exponential_(generator=generator)
-                    token = (probs / noise).argmax(-1)
+                    token = draw(probs, generator)
             token = token.masked_fill(finished, pad)
             alive.append(~finished)
             tokens.append(token)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from rlnb.decoding.sampling import check_context, sample
+from rlnb.decoding.sampling import check_context, draw, sample
 from rlnb.models.forward import cache_argument, position_ids_from_mask, prefill
 
 
@@ -58,15 +58,6 @@ class Tree:
         while self.parent[nodes[-1]] >= 0:
             nodes.append(int(self.parent[nodes[-1]]))
         return nodes[::-1]
-
-    def completion(self, node: int) -> str:
-        """The text written from the prompt to the end of ``node``'s segment (its segments'
-        texts joined; ``reward`` scored the decoding of a leaf's tokens in one piece, which is
-        the same text for a character tokenizer)."""
-        return "".join(self.text[i] for i in self.path(node))
-
-    def children(self, node: int) -> list[int]:
-        return (self.parent == node).nonzero().flatten().tolist()
 
 
 def _check_tree_args(prompts, branching, split_at, max_new_tokens, temperature):
@@ -131,14 +122,14 @@ def sample_tree(
 
     def forward(**kwargs):
         calls["n"] += 1
-        calls["tokens"] += int(kwargs["attention_mask"][:, -kwargs["input_ids"].shape[1] :].sum())
+        calls["tokens"] += kwargs["attention_mask"][:, -kwargs["input_ids"].shape[1] :].sum()
         return model(use_cache=True, **kwargs)
 
     enc = tokenizer(list(prompts), return_tensors="pt", padding=True)
     ids, mask = enc["input_ids"].to(device), enc["attention_mask"].to(device)
     check_context(model, ids.shape[1], max_new_tokens)
     calls["n"] += 1
-    calls["tokens"] += int(mask.sum())
+    calls["tokens"] += mask.sum()  # a tensor until the end: no host sync per step
     out, cache = prefill(model, ids, mask)
     logits = out.logits[:, -1].float()
     next_position = position_ids_from_mask(mask)[:, -1:] + 1
@@ -167,15 +158,13 @@ def sample_tree(
         open_ = torch.ones(n_rows, dtype=torch.bool, device=device)  # still writing its segment
         ended = torch.zeros(n_rows, dtype=torch.bool, device=device)  # its path ended (a leaf)
         seg_tokens, seg_logps, seg_alive, length = [], [], [], 0
-        while bool(open_.any()):
+        while True:
             scaled = logits / temperature
             log_p = scaled - scaled.logsumexp(-1, keepdim=True)
-            noise = torch.empty_like(log_p).exponential_(generator=generator)
-            token = (log_p.exp() / noise).argmax(-1)  # a draw from softmax(logits / temperature)
-            token = token.masked_fill(~open_, pad)
+            token = draw(log_p.exp(), generator).masked_fill(~open_, pad)
             seg_tokens.append(token)
             seg_logps.append(log_p.gather(1, token[:, None]).squeeze(1).masked_fill(~open_, 0.0))
-            seg_alive.append(open_.clone())
+            seg_alive.append(open_)
             written = written + open_.long()
             length += 1
             stop_path = open_ & ((token == eos) | (written >= max_new_tokens))
@@ -190,7 +179,8 @@ def sample_tree(
                 split &= open_ & ~stop_path
             feed = open_ & ~stop_path  # the next forward consumes this token (once)
             open_ = feed & ~split
-            if not bool(feed.any()):
+            any_feed, any_open = torch.stack([feed.any(), open_.any()]).tolist()  # one sync
+            if not any_feed:
                 break
             mask = torch.cat([mask, feed[:, None].long()], dim=1)
             out = forward(
@@ -202,6 +192,8 @@ def sample_tree(
             cache = out[cache_name]
             logits = torch.where(feed[:, None], out.logits[:, -1].float(), logits)
             next_position = next_position + feed[:, None].long()
+            if not any_open:
+                break
 
         seg = torch.stack(seg_tokens, 1).cpu()
         seg_lp = torch.stack(seg_logps, 1).cpu()
@@ -239,7 +231,7 @@ def sample_tree(
         reward=torch.zeros(len(parent)),
         text=texts,
         model_calls=calls["n"],
-        forward_tokens=calls["tokens"],
+        forward_tokens=int(calls["tokens"]),
         generated_tokens=flat.numel(),
     )
     for node in tree.is_leaf.nonzero().flatten().tolist():

@@ -257,13 +257,10 @@ class DecisionTokens(Task):
 
 # The stepwise tasks share one alphabet, designed once for everything the LM-value notebooks
 # need: the chain's digits and operators, the composition's letters and function names, the
-# step delimiter ";", the parentheses of "f(x)", and the generative verifier's suffix "?" + "Y"/"N".
+# step delimiter ";", the parentheses of "f(x)", and the generative verifier's suffix "?" and
+# verdicts "Y"/"N" (rlnb.models.critic.VERIFY_*; tests/test_tasks.py checks they are here).
 STEP_DELIMITER = ";"
-VERIFY_SUFFIX, VERIFY_YES, VERIFY_NO = "?", "Y", "N"
-STEP_ALPHABET = (
-    string.digits + "+-*=" + STEP_DELIMITER + "():" + _LETTERS + "rswo"
-    + VERIFY_SUFFIX + VERIFY_YES + VERIFY_NO
-)  # fmt: skip
+STEP_ALPHABET = string.digits + "+-*=" + STEP_DELIMITER + "():" + _LETTERS + "rswo" + "?YN"
 # Positions a stepwise reasoner needs: <bos> + the longest prompt + solution + <eos>, plus the
 # verification suffix and its one-letter verdict (ArithmeticChain(n_ops=4): 1 + 10 + 34 + 1 + 2).
 STEP_CONTEXT = 64
@@ -407,8 +404,6 @@ class StepwiseComposition(StepwiseTask, Composition):
     inside to the value written by the step before (the prompt's input for step 0) and writes its
     result; steps beyond the program's length are incorrect.
     """
-
-    alphabet = STEP_ALPHABET
 
     @property
     def max_new_tokens(self) -> int:
