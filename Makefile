@@ -8,7 +8,7 @@
 #   make test-default        every notebook at PROFILE=default through the runner (NB=04 for one);
 #                            the Checks that hold only at default run there. Not part of CI.
 #   make test-integrations   only the TorchRL (in .venv) and verl + Ray (in .venv-verl) integration tests
-#   make lab                 JupyterLab on notebooks/
+#   make lab                 JupyterLab on notebooks/, its kernel with rlnb's kernel environment
 #   make ... TORCH=torch     choose another torch (default torch==2.13.0: a CPU wheel on our machines)
 
 PYTHON ?= python3
@@ -82,6 +82,7 @@ test-integrations: $(VENV)/.dev $(VERL_VENV)/.verl
 	$(VERL_BIN)/python -m pytest tests/integrations/test_verl.py tests/integrations/test_verl_estimators.py tests/integrations/test_verl_losses.py
 
 lab: $(VENV)/.lab
+	$(BIN)/rlnb kernel
 	$(BIN)/jupyter lab notebooks/
 
 lint: $(VENV)/.dev

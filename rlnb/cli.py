@@ -1,4 +1,4 @@
-"""The ``rlnb`` command: ``rlnb list`` and ``rlnb run``.
+"""The ``rlnb`` command: ``rlnb list``, ``rlnb run`` and ``rlnb kernel``.
 
 Exit codes of ``rlnb run``: 0 all notebooks passed; 1 at least one failed or timed out;
 2 bad usage (unknown notebook id, output directory not empty, bad --param); 130 interrupted.
@@ -32,6 +32,22 @@ def markdown_table(infos: list[runner.NotebookInfo]) -> str:
     return "\n".join(rows)
 
 
+def install_kernel(prefix: Path) -> Path:
+    """Install the ``python3`` kernelspec of this Python under ``prefix`` with rlnb's kernel
+    environment (``rlnb.device.kernel_env``: ``OMP_WAIT_POLICY``, ``OMP_NUM_THREADS``), so the
+    kernels JupyterLab starts keep their speed beside other work as ``rlnb run``'s do."""
+    from ipykernel.kernelspec import install
+
+    from rlnb.device import kernel_env
+
+    env = {k: kernel_env()[k] for k in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS")}
+    path = install(
+        prefix=str(prefix), kernel_name="python3", display_name="Python 3 (rlnb)", env=env
+    )
+    print(f"kernelspec python3 installed in {path} with {env}")
+    return Path(path)
+
+
 def _parse_param(text: str) -> tuple[str, object]:
     """``KEY=VALUE`` with VALUE read as a Python literal when it is one (``SEED=3``), else a string."""
     key, sep, value = text.partition("=")
@@ -63,7 +79,16 @@ def main(argv: list[str] | None = None) -> int:
     p_run.add_argument(
         "--param", action="append", default=[], metavar="KEY=VALUE", help="override a parameter"
     )
+    p_kernel = sub.add_parser(
+        "kernel", help="install this Python's kernelspec with rlnb's kernel environment"
+    )
+    p_kernel.add_argument(
+        "--prefix", type=Path, default=Path(sys.prefix), help="install prefix (default: sys.prefix)"
+    )
     args = parser.parse_args(argv)
+    if args.command == "kernel":
+        install_kernel(args.prefix)
+        return 0
 
     try:
         infos = runner.discover(args.notebooks)

@@ -60,22 +60,50 @@ def seed_everything(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
+def usable_cpus() -> int:
+    """The number of CPUs this process may run on (its affinity mask where the OS has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 def set_threads(n: int | None = None) -> int:
     """Set torch's intra-op thread count and return it.
 
-    ``None`` uses the ``RLNB_THREADS`` environment variable if set, else the number of CPUs this
-    process may run on. Small tensors gain nothing from more threads than cores.
+    ``None`` uses the ``RLNB_THREADS`` environment variable if set, else ``OMP_NUM_THREADS`` (which
+    the kernels rlnb starts carry, see ``kernel_env``), else the number of CPUs this process may
+    run on. Small tensors gain nothing from more threads than cores.
     """
     if n is None:
-        env = os.environ.get("RLNB_THREADS")
-        n = (
-            int(env)
-            if env
-            else len(os.sched_getaffinity(0))
-            if hasattr(os, "sched_getaffinity")
-            else (os.cpu_count() or 1)
-        )
+        env = os.environ.get("RLNB_THREADS") or os.environ.get("OMP_NUM_THREADS")
+        n = int(env) if env else usable_cpus()
     if not isinstance(n, int) or n < 1:
         raise ValueError(f"n: expected a positive int of threads, got {n!r}")
     torch.set_num_threads(n)
     return torch.get_num_threads()
+
+
+# Threads for a notebook kernel's torch. Measured on 2 cores with notebook 04 at ``ci``
+# (benchmarks/results/notebooks.md): one thread 37 s alone and 38 s beside a busy process; two
+# threads 36 s alone but far slower beside one, whether idle threads spin (the default) or sleep
+# (PASSIVE: 84 s alone, as every small parallel region then waits for threads to wake). The
+# series' tensors are small; set OMP_NUM_THREADS or RLNB_THREADS to use more.
+KERNEL_THREADS = 1
+
+
+def kernel_env(base: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment a notebook kernel starts with: ``base`` (default ``os.environ``) plus
+    ``OMP_WAIT_POLICY=PASSIVE`` and ``OMP_NUM_THREADS=KERNEL_THREADS``, each only where ``base``
+    does not set it already (a user's own choice wins).
+
+    torch's bundled OpenMP reads both once, when torch is loaded, so they must be in the kernel's
+    environment from its start (``rlnb.notebook.setup`` runs too late). With the default (active)
+    wait policy, idle OpenMP threads spin for a while after every parallel region; beside another
+    busy process they then take turns with it and a notebook can run many times slower (see
+    ``benchmarks/results/notebooks.md``). One thread has no idle threads at all; PASSIVE makes
+    them sleep for a reader who asks for more.
+    """
+    env = dict(os.environ if base is None else base)
+    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    env.setdefault("OMP_NUM_THREADS", str(KERNEL_THREADS))
+    return env

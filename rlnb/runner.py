@@ -9,6 +9,7 @@ run is interrupted. ``run_notebook`` executes one and is what the test suite cal
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import html
 import json
@@ -25,6 +26,7 @@ from pathlib import Path
 
 import nbformat
 
+from rlnb.device import kernel_env
 from rlnb.notebook import BUDGET_S, METRICS_ENV, PROFILES, read_records
 
 # ``NN_slug.ipynb``, or ``NNx_slug.ipynb`` (a letter: a notebook that extends ``NN``, sorted after it)
@@ -159,8 +161,9 @@ def _describe_error(exc: BaseException) -> tuple[str, str]:
 POLL_SLICE_S = 0.1  # longest wait for a kernel reply that has already arrived (see below)
 
 
-def _kernel_manager_class():
-    """``AsyncKernelManager`` whose clients poll the shell socket in slices of ``POLL_SLICE_S``.
+def _kernel_manager_class(env: dict[str, str] | None = None):
+    """``AsyncKernelManager`` that starts its kernel with ``env`` (default: ``kernel_env()``) and
+    whose clients poll the shell socket in slices of ``POLL_SLICE_S``.
 
     With ipywidgets' ``Output`` widget, nbclient sometimes misses the wake-up for a cell's
     ``execute_reply`` (the kernel is idle, the reply is queued) and only sees it when the cell's
@@ -188,10 +191,16 @@ def _kernel_manager_class():
     class Client(AsyncKernelClient):
         shell_channel_class = Type(ShellChannel)
 
+    kernel_environment = kernel_env() if env is None else dict(env)
+
     class Manager(AsyncKernelManager):
         def __init__(self, **kwargs):
             super().__init__(**kwargs)
             _MANAGERS.add(self)
+
+        async def start_kernel(self, **kw):
+            kw["env"] = {**kw.get("env", {}), **kernel_environment}
+            await super().start_kernel(**kw)
 
         @default("client_factory")
         def _client_factory_default(self):
@@ -233,6 +242,8 @@ def run_notebook(
     Ctrl-C ends the notebook with status ``"interrupted"`` (the caller decides whether to stop):
     the kernel is killed at once, whatever its cell is doing, and nbclient sees it gone within a
     second; a second Ctrl-C, or one before the kernel runs, raises ``KeyboardInterrupt`` here.
+    The kernel starts with ``rlnb.device.kernel_env()``: OpenMP threads that sleep when idle
+    and half the CPUs, so a notebook keeps its speed beside other work.
     """
     import papermill as pm
     from nbclient.exceptions import CellTimeoutError
@@ -252,8 +263,7 @@ def run_notebook(
     start = time.perf_counter()
     deadline = start + timeout
     status, error, tb = "ok", "", ""
-    old_env = os.environ.get(METRICS_ENV)
-    os.environ[METRICS_ENV] = str(metrics_file.resolve())
+    env = kernel_env({**os.environ, METRICS_ENV: str(metrics_file.resolve())})
     interrupted = []
 
     def on_sigint(signum, frame):
@@ -273,7 +283,7 @@ def run_notebook(
             kernel_name="python3",
             language="python",
             timeout_func=lambda cell: max(deadline - time.perf_counter(), 0.01),
-            kernel_manager_class=_kernel_manager_class(),
+            kernel_manager_class=_kernel_manager_class(env),
         )
     except CellTimeoutError:
         status = "timeout"
@@ -289,10 +299,6 @@ def run_notebook(
     finally:
         if main:
             signal.signal(signal.SIGINT, previous)
-        if old_env is None:
-            os.environ.pop(METRICS_ENV, None)
-        else:
-            os.environ[METRICS_ENV] = old_env
     if interrupted:  # the kernel was killed on Ctrl-C: whatever nbclient made of that
         status = "interrupted"
         error, tb = f"interrupted (Ctrl-C) after {interrupted[0] - start:.1f} s", ""
@@ -310,12 +316,104 @@ def run_notebook(
     return result
 
 
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
+_STATIC_STYLE = (
+    "<style>.rlnb-widget{display:flex;flex-direction:column;gap:4px;margin:4px 0}"
+    ".rlnb-widget.row{flex-direction:row;flex-wrap:wrap;align-items:center;gap:12px}"
+    ".rlnb-widget-control{font-family:sans-serif;font-size:90%;color:#444}</style>"
+)
+
+
+def _output_html(output: dict, states: dict) -> str:
+    """One stored output (nbformat's output dict) as HTML, the way a notebook page shows it."""
+    esc = html.escape
+    kind = output.get("output_type")
+    if kind == "stream":
+        return f"<pre>{esc(''.join(output.get('text', '')))}</pre>"
+    if kind == "error":
+        return f"<pre>{esc(output.get('ename', ''))}: {esc(output.get('evalue', ''))}</pre>"
+    data = output.get("data", {})
+    if WIDGET_VIEW in data:
+        return static_widget_html(data[WIDGET_VIEW]["model_id"], states)
+    if "image/png" in data:
+        return f'<img src="data:image/png;base64,{data["image/png"]}">'
+    for mime in ("image/svg+xml", "text/html"):
+        if mime in data:
+            return "".join(data[mime])
+    return f"<pre>{esc(''.join(data.get('text/plain', '')))}</pre>"
+
+
+def static_widget_html(model_id: str, states: dict) -> str:
+    """A widget's static rendering from its saved state (``nb.metadata.widgets``): boxes as rows and
+    columns of their children, an ``Output`` as what its callback displayed when the notebook ran,
+    HTML and labels as their text, progress bars as ``<progress>``, controls as
+    "description: value". Needs no script, so the report reads offline."""
+    esc = html.escape
+    model = states.get(model_id)
+    if model is None:
+        return ""
+    name, state = model["model_name"], model["state"]
+
+    def child(ref: str) -> str:
+        return static_widget_html(ref.removeprefix("IPY_MODEL_"), states)
+
+    if "children" in state:  # VBox, HBox, Box, GridBox, Tab, Accordion
+        row = " row" if name == "HBoxModel" else ""
+        inner = "".join(child(c) for c in state["children"])
+        return f'<div class="rlnb-widget{row}">{inner}</div>'
+    if name == "OutputModel":
+        inner = "".join(_output_html(o, states) for o in state.get("outputs", []))
+        return f'<div class="rlnb-widget">{inner}</div>'
+    label = esc(state.get("description") or "")
+    if name in ("HTMLModel", "HTMLMathModel"):
+        return f"<span>{label} {state.get('value', '')}</span>"
+    if name == "LabelModel":
+        return f"<span>{label} {esc(str(state.get('value', '')))}</span>"
+    if name in ("FloatProgressModel", "IntProgressModel"):
+        return (
+            f'<progress value="{state.get("value", 0)}" max="{state.get("max", 100)}"></progress>'
+        )
+    if name == "ButtonModel":
+        return f"<button disabled>{label}</button>"
+    if "_options_labels" in state:  # selection sliders, dropdowns, toggle buttons
+        index = state.get("index")
+        picked = index if isinstance(index, (list, tuple)) else [index]
+        labels = state["_options_labels"]
+        value = ", ".join(labels[i] for i in picked if isinstance(i, int) and i < len(labels))
+    elif "value" in state:
+        value = state["value"]
+        value = " – ".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
+    else:
+        return ""
+    text = f"{label}: {esc(value)}" if label else esc(value)
+    return f'<span class="rlnb-widget-control">{text}</span>'
+
+
+def with_static_widgets(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
+    """A copy of an executed notebook whose widget outputs are their static renderings
+    (``static_widget_html``) and which no longer carries the widget state: an HTML page made from
+    it shows each widget as it was drawn at execution, offline, instead of a blank area waiting
+    for the widget manager's script from a CDN."""
+    nb = copy.deepcopy(nb)
+    states = nb.metadata.pop("widgets", {}).get(WIDGET_STATE, {}).get("state", {})
+    for cell in nb.cells:
+        for output in cell.get("outputs", []):
+            view = output.get("data", {}).pop(WIDGET_VIEW, None)
+            rendered = static_widget_html(view["model_id"], states) if view else ""
+            if rendered:
+                output["data"] = {"text/html": _STATIC_STYLE + rendered}
+    return nb
+
+
 def _render_html(nb_path: Path) -> str:
-    """Render an executed notebook to a self-contained HTML page (images embedded)."""
+    """Render an executed notebook to a self-contained HTML page (images embedded, widgets as
+    their static renderings)."""
     from nbconvert import HTMLExporter
 
     try:
-        body, _ = HTMLExporter().from_filename(str(nb_path))
+        nb = with_static_widgets(nbformat.read(nb_path, as_version=4))
+        body, _ = HTMLExporter().from_notebook_node(nb)
     except Exception:  # a broken notebook should still leave its .ipynb; the report says no HTML
         return ""
     out = nb_path.with_suffix(".html")

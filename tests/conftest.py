@@ -1,10 +1,15 @@
 import os
 
-import matplotlib
-import pytest
+# Before torch loads (its OpenMP reads these once): the test process and the notebook kernels it
+# starts run with rlnb.device.kernel_env's settings, so a busy machine does not slow them down
+# many times over (benchmarks/results/notebooks.md). A value already in the environment wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import matplotlib  # noqa: E402
+import pytest  # noqa: E402
 
 matplotlib.use("Agg")
-os.environ.setdefault("RLNB_THREADS", "2")
 
 NOTEBOOK_SECONDS = pytest.StashKey[dict]()
 

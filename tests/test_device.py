@@ -53,8 +53,11 @@ def test_set_threads(monkeypatch):
     before = torch.get_num_threads()
     try:
         assert set_threads(1) == 1
+        monkeypatch.delenv("RLNB_THREADS", raising=False)
+        monkeypatch.setenv("OMP_NUM_THREADS", "1")
+        assert set_threads() == 1  # a kernel rlnb started carries OMP_NUM_THREADS
         monkeypatch.setenv("RLNB_THREADS", "2")
-        assert set_threads() == 2
+        assert set_threads() == 2  # RLNB_THREADS wins
         with pytest.raises(ValueError, match="n"):
             set_threads(0)
     finally:

@@ -8,6 +8,7 @@ import nbformat
 import pytest
 
 from rlnb import cli, runner
+from rlnb.device import KERNEL_THREADS, kernel_env
 
 TITLE = "# {id} · {title}\n\n**Papers:** A Paper\n\n**Runtime:** ci ≈ 1 s"
 PARAMS = 'PROFILE = "default"\nSEED = 0\nDEVICE = "auto"'
@@ -52,6 +53,28 @@ def test_discover_reads_titles(series):
     assert [i.name for i in runner.select(infos, ["1", "00_ok"])] == ["01_fails", "00_ok"]
     with pytest.raises(KeyError, match="99"):
         runner.select(infos, ["99"])
+
+
+def test_kernel_starts_with_passive_openmp_and_one_thread(tmp_path, monkeypatch):
+    """torch's OpenMP reads these when torch loads: the kernel must have them from its start."""
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    write_nb(
+        tmp_path / "00_env.ipynb",
+        "import os, torch, rlnb\n"
+        "rlnb.record('wait_policy', os.environ.get('OMP_WAIT_POLICY', ''))\n"
+        "rlnb.record('torch_threads', torch.get_num_threads())",
+    )
+    [info] = runner.discover(tmp_path)
+    result = runner.run_notebook(info, tmp_path / "out", timeout=120, progress=False)
+    assert result.status == "ok", result.error
+    assert result.metrics == {"wait_policy": "PASSIVE", "torch_threads": KERNEL_THREADS}
+
+
+def test_kernel_env_adds_only_what_is_unset():
+    env = kernel_env({"PATH": "/bin", "OMP_NUM_THREADS": "3"})
+    assert env == {"PATH": "/bin", "OMP_NUM_THREADS": "3", "OMP_WAIT_POLICY": "PASSIVE"}
+    assert kernel_env({})["OMP_NUM_THREADS"] == str(KERNEL_THREADS)
 
 
 def test_run_reports_failure_and_keeps_other_outputs(series, tmp_path):
@@ -383,3 +406,54 @@ def test_ctrl_c_in_a_busy_torch_cell_ends_the_run_within_seconds(tmp_path):
         time.sleep(0.1)
     else:
         raise AssertionError(f"the kernel {kernel} is still running")
+
+
+def test_widgets_render_statically_from_their_saved_state():
+    """The report's HTML shows each widget as it was drawn at execution, with no script."""
+    import ipywidgets as W
+
+    png = {"image/png": "iVBORw0KGgo=", "text/plain": "<Figure>"}
+    out = W.Output()
+    out.outputs = ({"output_type": "display_data", "data": png, "metadata": {}},)
+    slider = W.SelectionSlider(options=["0.5", "1.0", "1.5"], value="1.0", description="T")
+    box = W.VBox([W.HTML("<b>pass@k</b>"), W.HBox([slider, W.IntSlider(3, description="k")]), out])
+    bar = W.HBox([W.HTML("SFT: 100%"), W.FloatProgress(value=28, max=28)])
+    state = W.Widget.get_manager_state(drop_defaults=False)["state"]
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["widgets"] = {runner.WIDGET_STATE: {"state": state}}
+    views = [
+        nbformat.v4.new_output(
+            "display_data",
+            data={runner.WIDGET_VIEW: {"model_id": w.model_id}, "text/plain": "VBox(...)"},
+        )
+        for w in (box, bar)
+    ]
+    missing = nbformat.v4.new_output(
+        "display_data", data={runner.WIDGET_VIEW: {"model_id": "gone"}, "text/plain": "HBox()"}
+    )
+    nb.cells = [nbformat.v4.new_code_cell("explorer()", outputs=[*views, missing])]
+
+    static = runner.with_static_widgets(nb)
+    assert "widgets" not in static.metadata and "widgets" in nb.metadata  # a copy
+    [box_out, bar_out, missing_out] = static.cells[0].outputs
+    page = box_out["data"]["text/html"]
+    assert set(box_out["data"]) == {"text/html"}
+    for part in (
+        '<img src="data:image/png;base64,iVBORw0KGgo=">',
+        "<b>pass@k</b>",
+        "T: 1.0",
+        "k: 3",
+    ):
+        assert part in page, part
+    assert page.index("pass@k") < page.index("T: 1.0") < page.index("<img")  # the box's order
+    assert '<progress value="28.0" max="28.0">' in bar_out["data"]["text/html"]
+    assert missing_out["data"] == {"text/plain": "HBox()"}  # no state: the text fallback
+
+
+def test_rlnb_kernel_installs_a_kernelspec_with_the_kernel_environment(tmp_path):
+    assert cli.main(["kernel", "--prefix", str(tmp_path)]) == 0
+    spec = json.loads((tmp_path / "share/jupyter/kernels/python3/kernel.json").read_text())
+    env = kernel_env()
+    assert spec["env"]["OMP_WAIT_POLICY"] == env["OMP_WAIT_POLICY"]
+    assert spec["env"]["OMP_NUM_THREADS"] == env["OMP_NUM_THREADS"]
+    assert spec["argv"][0] == sys.executable

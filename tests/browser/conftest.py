@@ -24,6 +24,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
+from rlnb.device import kernel_env
+
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = os.environ.get("RLNB_CHROMIUM", "/usr/bin/chromium")
 ENABLE = (
@@ -88,11 +90,13 @@ def lab(tmp_path_factory):
     notebook_settings.mkdir(parents=True)  # render every cell, so the tests can see every prompt
     (notebook_settings / "tracker.jupyterlab-settings").write_text('{"windowingMode": "none"}')
     port, token = _free_port(), secrets.token_hex(16)
-    env = dict(
-        os.environ,
-        JUPYTERLAB_SETTINGS_DIR=str(root / ".settings"),
-        JUPYTERLAB_WORKSPACES_DIR=str(root / ".workspaces"),
-        RLNB_THREADS="1",
+    env = kernel_env(  # the kernels get what `make lab`'s kernelspec gives them
+        dict(
+            os.environ,
+            JUPYTERLAB_SETTINGS_DIR=str(root / ".settings"),
+            JUPYTERLAB_WORKSPACES_DIR=str(root / ".workspaces"),
+            RLNB_THREADS="1",
+        )
     )
     log = open(root / "jupyterlab.log", "w")
     proc = subprocess.Popen(

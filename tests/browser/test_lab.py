@@ -122,13 +122,19 @@ def test_notebook_runs_and_widgets_respond(name, lab, page, tmp_path):
         lab.api(f"/api/sessions/{session['id']}", method="DELETE")
 
 
-def test_report_pages_and_images_load(lab, page, tmp_path):
+def test_report_pages_images_and_widgets_load_offline(lab, browser, tmp_path):
+    """The report of `rlnb run` read with no network: pages, images and each widget's static
+    rendering (what its callback drew at execution) all show."""
     out = tmp_path / "run"
     proc = subprocess.run(
         [sys.executable, "-m", "rlnb", "--notebooks", str(lab.root), "run", "00", "--out", str(out)],
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
+    ctx = browser.new_context(offline=True)
+    requested = []  # every request that is not a local file: none may be needed
+    ctx.on("request", lambda r: r.url.startswith("file:") or requested.append(r.url))
+    page = ctx.new_page()
     page.goto((out / "index.html").as_uri())
     links = page.locator("table a")
     names = json.loads((out / "metrics.json").read_text())["notebooks"]
@@ -141,3 +147,23 @@ def test_report_pages_and_images_load(lab, page, tmp_path):
         )
         total = page.evaluate("document.images.length")
         assert total >= 1 and broken == 0, f"{href}: {broken} of {total} images did not load"
+        executed = nbformat.read(out / href.rsplit("/", 1)[-1].replace(".html", ".ipynb"), 4)
+        n_views = sum(
+            runner.WIDGET_VIEW in o.get("data", {})
+            for c in executed.cells
+            for o in c.get("outputs", [])
+        )
+        shown = page.evaluate(
+            """() => [...document.querySelectorAll('.rlnb-widget')]
+                .filter(w => !w.parentElement.closest('.rlnb-widget'))
+                .map(w => ({h: w.getBoundingClientRect().height,
+                            imgs: [...w.querySelectorAll('img')].filter(i => i.naturalWidth > 0).length}))"""
+        )
+        assert n_views >= 1 and len(shown) == n_views, (
+            f"{href}: {len(shown)} of {n_views} widgets shown"
+        )
+        assert all(w["h"] > 0 for w in shown), f"{href}: a widget renders as an empty area: {shown}"
+        assert any(w["imgs"] for w in shown), f"{href}: no widget shows its plot: {shown}"
+        assert "Loading widget" not in page.inner_text("body")
+    ctx.close()
+    print(f"requests beyond the report's files (offline, so they failed): {requested}")
