@@ -21,16 +21,15 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import os
-import platform
 import re
 import subprocess
 import sys
 from pathlib import Path
 
-import nbformat
+from timing import machine  # benchmarks/timing.py
 
 from rlnb import runner
-from rlnb.device import kernel_env, usable_cpus
+from rlnb.device import kernel_env
 from rlnb.notebook import BUDGET_S
 
 MODES = {"ci": "ci", "busy": "ci", "default": "default"}  # mode -> profile
@@ -53,21 +52,9 @@ def run_mode(mode: str, infos, out_root: Path, timeout: float) -> dict[str, runn
     return {r.name: r for r in results}
 
 
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        names = re.findall(r"^model name\s*:\s*(.+)$", Path("/proc/cpuinfo").read_text(), re.M)
-        cpu = names[0] if names else cpu
-    except OSError:
-        pass
-    import torch
-
+def kernels() -> str:
     env = kernel_env()
-    return (
-        f"{cpu}, {usable_cpus()} usable CPUs, Python {platform.python_version()}, "
-        f"torch {torch.__version__}; kernels with OMP_WAIT_POLICY={env['OMP_WAIT_POLICY']}, "
-        f"OMP_NUM_THREADS={env['OMP_NUM_THREADS']}"
-    )
+    return f"kernels with OMP_WAIT_POLICY={env['OMP_WAIT_POLICY']}, OMP_NUM_THREADS={env['OMP_NUM_THREADS']}"
 
 
 def human(seconds: float) -> str:
@@ -109,21 +96,19 @@ def table(infos, results: dict[str, dict[str, runner.Result]]) -> list[str]:
 
 
 def update_runtime(info: runner.NotebookInfo, ci: float | None, default: float | None) -> None:
-    """Rewrite ``ci ≈ …`` and ``default ≈ …`` in the notebook's **Runtime:** line."""
-    nb = nbformat.read(info.path, as_version=4)
-    first = next(c for c in nb.cells if c.cell_type == "markdown")
-    source = first.source
+    """Rewrite ``ci ≈ …`` and ``default ≈ …`` in the notebook's **Runtime:** line (in the file's
+    text, so nothing else in the file changes)."""
+    text = info.path.read_text(encoding="utf-8")
+    line = re.search(r"\*\*Runtime:\*\*[^\n]*", text)
+    if line is None:
+        return
+    new = line.group(0)
     for profile, seconds in (("ci", ci), ("default", default)):
         if seconds is not None:
-            source = re.sub(
-                rf"(\*\*Runtime:\*\*.*?\b{profile} ≈ )[\d.]+ (s|min)",
-                lambda m, s=seconds: m.group(1) + human(s),
-                source,
-                count=1,
+            new = re.sub(
+                rf"\b{profile} ≈ [\d.]+ (s|min)", f"{profile} ≈ {human(seconds)}", new, count=1
             )
-    if source != first.source:
-        first.source = source
-        nbformat.write(nb, info.path)
+    info.path.write_text(text[: line.start()] + new + text[line.end() :], encoding="utf-8")
 
 
 def main() -> None:
@@ -153,7 +138,7 @@ def main() -> None:
     lines = [
         "# Notebook wall times (`python benchmarks/notebooks.py`)",
         "",
-        f"Measured {stamp} on {machine()}. Seconds per notebook as `rlnb run` executes it "
+        f"Measured {stamp} on {machine()}; {kernels()}. Seconds per notebook as `rlnb run` executes it "
         f"(kernel start included); executed notebooks in `{out_root}`.",
         "",
         *table(infos, results),

@@ -83,11 +83,12 @@ def set_threads(n: int | None = None) -> int:
     return torch.get_num_threads()
 
 
-# Threads for a notebook kernel's torch. Measured on 2 cores with notebook 04 at ``ci``
-# (benchmarks/results/notebooks.md): one thread 37 s alone and 38 s beside a busy process; two
-# threads 36 s alone but far slower beside one, whether idle threads spin (the default) or sleep
-# (PASSIVE: 84 s alone, as every small parallel region then waits for threads to wake). The
-# series' tensors are small; set OMP_NUM_THREADS or RLNB_THREADS to use more.
+# Threads for a notebook kernel's torch, measured on 2 cores (benchmarks/results/notebooks.md):
+# with one thread every notebook kept its speed beside a busy process (at most 1.05× slower at
+# ci); with two, notebook 04 went from 36 s alone to more than 300 s beside one (threads spinning
+# while they wait), or took 84 s even alone with a passive wait (each small parallel region then
+# waits for threads to wake). Two spinning threads are faster alone on larger tensors (the LM
+# notebooks at default, about 1.4×): set OMP_NUM_THREADS or RLNB_THREADS on an idle machine.
 KERNEL_THREADS = 1
 
 

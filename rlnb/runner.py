@@ -242,8 +242,8 @@ def run_notebook(
     Ctrl-C ends the notebook with status ``"interrupted"`` (the caller decides whether to stop):
     the kernel is killed at once, whatever its cell is doing, and nbclient sees it gone within a
     second; a second Ctrl-C, or one before the kernel runs, raises ``KeyboardInterrupt`` here.
-    The kernel starts with ``rlnb.device.kernel_env()``: OpenMP threads that sleep when idle
-    and half the CPUs, so a notebook keeps its speed beside other work.
+    The kernel starts with ``rlnb.device.kernel_env()`` (one torch thread; OpenMP threads that
+    sleep when idle), so a notebook keeps its speed beside other work.
     """
     import papermill as pm
     from nbclient.exceptions import CellTimeoutError
