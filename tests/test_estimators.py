@@ -219,6 +219,61 @@ def test_reverse_discounted_cumsum_on_cuda_like_shapes():
     torch.testing.assert_close(E.reverse_discounted_cumsum(x, d), expected)
 
 
+def scan_loop(x, d):
+    y, out = torch.zeros_like(x[..., 0]), torch.empty_like(x)
+    for t in reversed(range(x.shape[-1])):
+        y = x[..., t] + d[..., t] * y
+        out[..., t] = y
+    return out
+
+
+# one shape per branch of the dispatch (reverse_discounted_cumsum -> scan_method)
+SCAN_BRANCHES = [
+    ((3, 1000), "buffered"),  # small
+    ((4096, 64), "doubling"),  # large, a short horizon (B >> T)
+    ((512, 4096), "blocked"),  # its scan over the 512 block starts is blocked again
+    ((4, 128, 300), "blocked"),  # extra batch dims, the last block zero-padded
+]
+
+
+@pytest.mark.parametrize("shape,branch", SCAN_BRANCHES, ids=[str(s) for s, _ in SCAN_BRANCHES])
+def test_every_scan_branch_matches_the_loop(shape, branch):
+    g = torch.Generator().manual_seed(len(shape) + shape[-1])
+    x = torch.randn(shape, generator=g, dtype=torch.float64)
+    d = torch.rand(shape, generator=g, dtype=torch.float64)
+    d[torch.rand(shape, generator=g) < 0.03] = 0.0  # episode boundaries
+    assert E.scan_method(x, d) == branch
+    exact = scan_loop(x, d)
+    torch.testing.assert_close(E.reverse_discounted_cumsum(x, d), exact, rtol=1e-10, atol=1e-10)
+    y32 = E.reverse_discounted_cumsum(x.float(), d.float())
+    assert E.scan_method(x.float(), d.float()) == branch
+    torch.testing.assert_close(y32.double(), exact, rtol=1e-5, atol=1e-5 * exact.abs().max())
+
+
+def test_scan_dispatch_keeps_the_doubling_scan_for_autograd_and_other_devices():
+    x, d = torch.randn(64, 4096), torch.rand(64, 4096)
+    assert E.scan_method(x, d) == "blocked"
+    assert E.scan_method(x.requires_grad_(), d) == "doubling"
+    meta = torch.empty(64, 4096, device="meta")  # stands in for a GPU: any device but the CPU
+    assert E.scan_method(meta, meta) == "doubling"
+
+
+@pytest.mark.parametrize("shape", [(4096, 64), (160, 1000)], ids=["B>>T", "padded blocks"])
+@pytest.mark.parametrize("name,kw", CASES, ids=[f"{n}-{i}" for i, (n, _) in enumerate(CASES)])
+def test_estimators_on_the_large_input_scans_match_the_loop(name, kw, shape):
+    """The other tests use small inputs (the buffered scan); these shapes take the other two."""
+    d64 = episode_data(shape, seed=3)
+    assert E.scan_method(d64["rewards"], d64["rewards"]) in ("doubling", "blocked")
+    d32 = {k: x.float() if x.is_floating_point() else x for k, x in d64.items()}
+    for a, a32, b in zip(
+        as_tuple(fast(name, d64, **kw)),
+        as_tuple(fast(name, d32, **kw)),
+        as_tuple(loop(name, d64, **kw)),
+    ):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+        torch.testing.assert_close(a32.double(), b, rtol=1e-5, atol=1e-5 * b.abs().max().item())
+
+
 # ---------------------------------------------------------------- bad input (DESIGN §3)
 
 

@@ -74,6 +74,7 @@ from rlnb.estimators.returns import (
     lambda_returns,
     n_step_returns,
     reverse_discounted_cumsum,
+    scan_method,
     td_errors,
 )
 from rlnb.estimators.tokens import (
@@ -149,6 +150,7 @@ __all__ = [
     "lambda_returns",
     "n_step_returns",
     "reverse_discounted_cumsum",
+    "scan_method",
     "td_errors",
     "vtrace",
 ]

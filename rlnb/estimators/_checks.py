@@ -62,14 +62,22 @@ def to_time_last(time_dim: int, data: Tensor, *others):
             f"time_dim: expected a dimension of a {data.ndim}-d tensor, got {time_dim}"
         )
     dtype = compute_dtype(data)
+    move = time_dim % data.ndim != data.ndim - 1  # a no-op view still costs a call per tensor
     out = []
     for x in (data, *others):
         if isinstance(x, Tensor):
             x = x.expand(data.shape) if x.shape != data.shape else x
-            x = x.movedim(time_dim, -1)
+            x = x.movedim(time_dim, -1) if move else x
             x = x.to(dtype) if x.is_floating_point() else x
         out.append(x)
     return out
+
+
+def from_time_last(x: Tensor, time_dim: int, dtype: torch.dtype) -> Tensor:
+    """Undo ``to_time_last`` on a result: time back to ``time_dim``, in the input's ``dtype``."""
+    if time_dim % x.ndim != x.ndim - 1:
+        x = x.movedim(-1, time_dim)
+    return x.to(dtype)
 
 
 def check_inputs(validate: bool, gamma, lmbda=None, **tensors: Tensor):
