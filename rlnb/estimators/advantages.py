@@ -59,7 +59,7 @@ def gae(
     )
     # in place on fresh tensors: fewer passes over memory (benchmarks/estimators.py)
     delta = torch.where(term, 0.0, nv).mul_(g).add_(r).sub_(v)
-    decay = torch.where(term | trunc, 0.0, torch.as_tensor(g * lam, dtype=r.dtype))
+    decay = torch.where(term | trunc, 0.0, torch.as_tensor(g * lam, dtype=r.dtype, device=r.device))
     adv = reverse_discounted_cumsum(delta, decay)
     out = (adv, adv + v)
     return Advantages(*(from_time_last(x, time_dim, rewards.dtype) for x in out))

@@ -318,5 +318,5 @@ def lambda_returns(
     # in place on fresh tensors: fewer passes over memory (benchmarks/estimators.py)
     weight = _bootstrap_mask(term, trunc).to(r.dtype).mul_(lam).add_(1 - lam)  # 1 where it boots
     x = torch.where(term, 0.0, nv).mul_(weight).mul_(g).add_(r)
-    decay = torch.where(term | trunc, 0.0, torch.as_tensor(g * lam, dtype=r.dtype))
+    decay = torch.where(term | trunc, 0.0, torch.as_tensor(g * lam, dtype=r.dtype, device=r.device))
     return from_time_last(reverse_discounted_cumsum(x, decay), time_dim, rewards.dtype)
