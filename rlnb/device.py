@@ -60,6 +60,12 @@ def seed_everything(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
+def autocast(device: torch.device):
+    """The training loops' mixed precision: bf16 autocast on CUDA, a no-op context elsewhere
+    (on the CPU a run stays float32 and deterministic)."""
+    return torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+
 def usable_cpus() -> int:
     """The number of CPUs this process may run on (its affinity mask where the OS has one)."""
     if hasattr(os, "sched_getaffinity"):

@@ -41,9 +41,9 @@ def reverse_discounted_cumsum(x: Tensor, decay: Tensor) -> Tensor:
 
     One of three exact algorithms, picked by ``scan_method`` from the shape and device: the
     doubling scan, ⌈log2 T⌉ vectorised steps (``_scan_doubling_buffered`` for small CPU inputs,
-    ``_scan_doubling`` for the rest, GPUs and autograd), or the blocked scan
-    (``_scan_blocked``: a loop over the 8 positions of each block, then the same recursion over
-    the blocks; long horizons on the CPU).
+    ``_scan_doubling`` for the rest and GPUs, ``_scan_doubling_autograd`` when a gradient flows),
+    or the blocked scan (``_scan_blocked``: a loop over the 8 positions of each block, then the
+    same recursion over the blocks; long horizons on the CPU).
 
     >>> reverse_discounted_cumsum(torch.tensor([1., 1., 1.]), torch.tensor([.5, .5, .5]))
     tensor([1.7500, 1.5000, 1.0000])
@@ -52,19 +52,15 @@ def reverse_discounted_cumsum(x: Tensor, decay: Tensor) -> Tensor:
         raise ValueError(
             f"decay: expected the shape of x {tuple(x.shape)}, got {tuple(decay.shape)}"
         )
-    method = scan_method(x, decay)
-    if method == "blocked":
-        return _scan_blocked(x, decay, BLOCK)
-    if method == "buffered":
-        return _scan_doubling_buffered(x, decay)
-    return _scan_doubling(x, decay)
+    return SCANS[scan_method(x, decay)](x, decay)
 
 
 def scan_method(x: Tensor, decay: Tensor) -> str:
-    """``"buffered"``, ``"doubling"`` or ``"blocked"``: the scan ``reverse_discounted_cumsum``
-    uses for these inputs (thresholds above)."""
-    needs_grad = torch.is_grad_enabled() and (x.requires_grad or decay.requires_grad)
-    if needs_grad or x.device.type != "cpu":
+    """The key in ``SCANS`` of the scan ``reverse_discounted_cumsum`` uses for these inputs
+    (thresholds above)."""
+    if torch.is_grad_enabled() and (x.requires_grad or decay.requires_grad):
+        return "autograd"
+    if x.device.type != "cpu":
         return "doubling"
     if x.numel() < BLOCKED_MIN_ELEMENTS:
         return "buffered"
@@ -76,19 +72,22 @@ def _scan_doubling(x: Tensor, decay: Tensor) -> Tensor:
     ``[t, t + 2s)`` and ``decay_t`` the product of the decays over the same span. ⌈log2 T⌉ steps
     of a few elementwise kernels each, on any device."""
     T = x.shape[-1]
-    if torch.is_grad_enabled() and (x.requires_grad or decay.requires_grad):
-        y, d, s = x, decay, 1  # out of place, so autograd can differentiate through the scan
-        while s < T:
-            y = torch.cat([y[..., :-s] + d[..., :-s] * y[..., s:], y[..., -s:]], dim=-1)
-            d = torch.cat([d[..., :-s] * d[..., s:], d[..., -s:]], dim=-1)
-            s *= 2
-        return y
     y, d, s = x.clone(), decay.clone(), 1
     while s < T:
         # in place on our own copies; the shifted operand is copied first because it overlaps
         y[..., :-s].addcmul_(d[..., :-s], y[..., s:].clone())
         if 2 * s < T:  # the products are needed for the next stride only
             d[..., :-s].mul_(d[..., s:].clone())
+        s *= 2
+    return y
+
+
+def _scan_doubling_autograd(x: Tensor, decay: Tensor) -> Tensor:
+    """``_scan_doubling`` out of place, so autograd can differentiate through the scan."""
+    T, y, d, s = x.shape[-1], x, decay, 1
+    while s < T:
+        y = torch.cat([y[..., :-s] + d[..., :-s] * y[..., s:], y[..., -s:]], dim=-1)
+        d = torch.cat([d[..., :-s] * d[..., s:], d[..., -s:]], dim=-1)
         s *= 2
     return y
 
@@ -145,6 +144,14 @@ def _scan_blocked(x: Tensor, decay: Tensor, block: int) -> Tensor:
         starts = reverse_discounted_cumsum(y[0], p[0])  # [rows, n]: the true y at block starts
         y[:, :, :-1].addcmul_(p[:, :, :-1], starts[:, 1:])
     return y.permute(1, 2, 0).reshape(rows, n * block)[:, :T].reshape(shape)
+
+
+SCANS = {
+    "autograd": _scan_doubling_autograd,
+    "doubling": _scan_doubling,
+    "buffered": _scan_doubling_buffered,
+    "blocked": lambda x, decay: _scan_blocked(x, decay, BLOCK),
+}
 
 
 def _bootstrap_mask(terminated: Tensor, truncated: Tensor) -> Tensor:

@@ -82,7 +82,7 @@ class ScoreModel(nn.Module):
     token. ``head`` is ``"scalar"`` (regression), ``"two_hot"`` or ``"hl_gauss"`` (a distribution
     over ``n_bins`` atoms on [0, 1], "Stop Regressing: Training Value Functions via Classification
     for Scalable Deep RL"); scores are values in [0, 1]'s units either way (``value``), and
-    ``loss`` is the head's loss against scalar targets.
+    ``head.loss`` is the head's loss against scalar targets.
 
     ``states(prompt_ids, prompt_mask, completion_ids, response_mask, group_size)`` returns the
     trunk's states ``[B, 1 + T, H]``: column 0 after the prompt, column ``t + 1`` after completion

@@ -67,6 +67,7 @@ from tqdm.auto import tqdm
 
 from rlnb.decoding.sampling import Samples, completion_logprobs, sample
 from rlnb.decoding.selection import count_correct
+from rlnb.device import autocast
 from rlnb.estimators.losses import (
     AGG_MODES,
     KL_KINDS,
@@ -189,10 +190,6 @@ class RLConfig:
 RESUMABLE_FIELDS = ("steps", "eval_every", "progress", "checkpoint_every", "checkpoint_dir")
 
 
-def _autocast(device: torch.device):
-    return torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
-
-
 @dataclass
 class Rollout:
     """One round of scored completions: what ``advantages`` and ``update`` read.
@@ -249,7 +246,7 @@ def rollout(model, tokenizer, task, prompts: list[str], config: RLConfig, step: 
     device = next(model.parameters()).device
     on_policy = config.epochs == 1 and config.minibatches == 1  # one update: π_old = π
     needs = get_estimator(estimator_name(config.algorithm)).needs
-    with _autocast(device):
+    with autocast(device):
         s = sample(
             model, tokenizer, prompts, n=config.group_size, max_new_tokens=config.max_new_tokens,
             temperature=config.temperature, seed=config.seed * 100_003 + step, with_grad=on_policy,
@@ -290,7 +287,7 @@ def advantages(
     s = batch.samples
     if critic is not None and batch.values is None:
         every = torch.arange(len(batch.scores), device=batch.scores.device)
-        with torch.no_grad(), _autocast(batch.scores.device):
+        with torch.no_grad(), autocast(batch.scores.device):
             batch.values = _values(critic, batch, every) * s.response_mask
     inputs = AdvantageInputs(
         batch.scores.float(),
@@ -315,7 +312,7 @@ def update(
     cfg, resp = config, batch.samples.response_mask
     device = resp.device
     every = torch.arange(len(batch.scores), device=device)
-    with torch.no_grad(), _autocast(device):
+    with torch.no_grad(), autocast(device):
         old_logp = None if batch.on_policy else _logprobs(model, batch, every, cfg.temperature)
         ref_logp = (
             None if ref_model is None else _logprobs(ref_model, batch, every, cfg.temperature)
@@ -331,7 +328,7 @@ def update(
     for _ in range(cfg.epochs):  # minibatches of whole groups, so each prompt runs once
         for picked in torch.randperm(len(batch.scores) // n, generator=g).chunk(cfg.minibatches):
             idx = (picked[:, None] * n + torch.arange(n)).flatten().to(device)
-            with _autocast(device):
+            with autocast(device):
                 if batch.on_policy:
                     logp, entropy = batch.samples.logprobs[idx], batch.samples.entropy[idx]
                 else:

@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from rlnb.device import autocast
 from rlnb.models.forward import position_ids_from_mask
 
 
@@ -88,7 +89,7 @@ def train_sft(
             t.to(device)
             for t in answer_batch(tokenizer, prompts, [task.answer(p) for p in prompts])
         )
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        with autocast(device):
             loss = answer_loss(model, ids, mask, labels)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

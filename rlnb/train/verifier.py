@@ -35,6 +35,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from rlnb.decoding.sampling import Samples
+from rlnb.device import autocast
 from rlnb.envs.tasks import STEP_DELIMITER
 from rlnb.models.critic import VERIFY_NO, VERIFY_SUFFIX, VERIFY_YES, ScoreModel, step_positions
 from rlnb.train.lm_sft import answer_loss
@@ -128,10 +129,10 @@ def train_score_model(
     On CUDA the forward pass runs under bf16 autocast."""
     if steps < 1 or batch_size < 1:
         raise ValueError(f"steps, batch_size: expected ≥ 1, got {steps}, {batch_size}")
-    device = next(model.parameters()).device
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
     if len(targets) == 0:
         raise ValueError("targets: expected at least one target")
+    device = next(model.parameters()).device
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
     generator = torch.Generator().manual_seed(seed)
     n, candidates = len(samples.text), targets.rows.unique()  # only completions with targets
     model.train()
@@ -142,7 +143,7 @@ def train_score_model(
         where = torch.isin(targets.rows, rows)
         local = torch.empty(n, dtype=torch.long)
         local[rows] = torch.arange(len(rows))
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        with autocast(device):
             states = model.states(*(t[rows].to(device) for t in _inputs(samples)))
         picked = states[local[targets.rows[where]].to(device), targets.columns[where].to(device)]
         loss = model.head.loss(picked.float(), targets.targets[where].to(device)[:, None])
@@ -212,7 +213,7 @@ def train_generative_verifier(
     for step in tqdm(range(1, steps + 1), desc="verifier SFT", disable=not progress):
         rows = torch.randperm(len(texts), generator=generator)[: min(batch_size, len(texts))]
         batch = verdict_batch(tokenizer, [texts[i] for i in rows], [verdicts[i] for i in rows])
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        with autocast(device):
             loss = answer_loss(verifier, *(t.to(device) for t in batch))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
