@@ -67,7 +67,9 @@ def profile(name: str, **sizes: dict) -> dict:
 def record(name: str, value) -> float | int | bool | str:
     """Store one metric a claim rests on, print it, and return it as a plain Python value.
 
-    Tensors and NumPy scalars become Python numbers. A NaN is stored as ``None`` in JSON.
+    Tensors and NumPy scalars become Python numbers. A NaN is refused (``ValueError``): a claim
+    cannot rest on it, and an ``assert x < threshold`` would then fail without saying why, while
+    ``assert not x >= threshold`` would pass. ``±inf`` is kept (stored as ``None`` in JSON).
     """
     if not isinstance(name, str) or not name:
         raise ValueError(f"name: expected a non-empty string, got {name!r}")
@@ -81,6 +83,8 @@ def record(name: str, value) -> float | int | bool | str:
         value = value.item()
     if not isinstance(value, (Number, str)):
         raise ValueError(f"value: expected a number, bool or string, got {type(value).__name__}")
+    if isinstance(value, float) and math.isnan(value):
+        raise ValueError(f"value: {name} is NaN; a check cannot rest on it")
     RECORDS[name] = value
     path = os.environ.get(METRICS_ENV)
     if path:
@@ -91,6 +95,18 @@ def record(name: str, value) -> float | int | bool | str:
         f"record: {name} = {value:.6g}" if isinstance(value, float) else f"record: {name} = {value}"
     )
     return value
+
+
+def skipped(name: str, reason: str) -> str:
+    """Record that the check ``name`` did not run here, and why (e.g. ``"runs at default"``).
+
+    A check that a profile cannot afford is never dropped silently: it records
+    ``"skipped: <reason>"``, which the run's ``metrics.json`` and summary show, and runs where the
+    reason says (``make test-default`` runs every notebook at ``default``).
+    """
+    if not isinstance(reason, str) or not reason:
+        raise ValueError(f"reason: expected a non-empty string, got {reason!r}")
+    return record(name, f"skipped: {reason}")
 
 
 def read_records(path: str | os.PathLike) -> dict:

@@ -22,14 +22,32 @@ def use_style() -> None:
     mpl.rcParams.update(STYLE)
 
 
-def mean_and_spread(ax, x, runs, label: str, color=None, alpha: float = 0.2):
-    """Plot the mean over runs (axis 0 of ``runs``) with a shaded band of ± one standard error."""
+# From this many runs on the spread is drawn as a ± s.e. band; below it, every run is drawn.
+BAND_MIN_RUNS = 5
+
+
+def spread_caption(n_runs: int) -> str:
+    """What ``mean_and_spread`` draws around the mean for ``n_runs`` runs, for a title or caption."""
+    if n_runs == 1:
+        return "1 run"
+    return f"{n_runs} runs, " + ("mean ± s.e." if n_runs >= BAND_MIN_RUNS else "mean and each run")
+
+
+def mean_and_spread(ax, x, runs, label: str, color=None, alpha: float = 0.2, ls=None):
+    """Plot the mean over runs (axis 0 of ``runs``) and its spread.
+
+    With at least ``BAND_MIN_RUNS`` runs the spread is a shaded band of ± one standard error; with
+    fewer, a standard error says little, so each run is drawn as a thin line of the mean's colour.
+    """
     runs = np.asarray(runs, dtype=float)
     if runs.ndim == 1:
         runs = runs[None]
     mean = runs.mean(0)
-    line = ax.plot(x, mean, label=label, color=color)[0]
-    if runs.shape[0] > 1:
+    line = ax.plot(x, mean, label=label, color=color, ls=ls)[0]
+    if runs.shape[0] >= BAND_MIN_RUNS:
         se = runs.std(0, ddof=1) / np.sqrt(runs.shape[0])
         ax.fill_between(x, mean - se, mean + se, color=line.get_color(), alpha=alpha, linewidth=0)
+    elif runs.shape[0] > 1:
+        for run in runs:
+            ax.plot(x, run, color=line.get_color(), lw=0.6, alpha=0.5, ls=ls)
     return line

@@ -24,11 +24,29 @@ def test_record_writes_side_file_and_converts(tmp_path, monkeypatch):
     assert notebook.record("b", np.float32(2.0)) == 2.0
     assert notebook.record("ok", True) is True
     notebook.record("a", 0.25)  # the last value wins
-    notebook.record("nan", float("nan"))
+    notebook.record("inf", float("inf"))
+    notebook.skipped("slow", "runs at default")
     lines = [json.loads(x) for x in path.read_text().splitlines()]
-    assert [x["name"] for x in lines] == ["a", "b", "ok", "a", "nan"]
-    assert notebook.read_records(path) == {"a": 0.25, "b": 2.0, "ok": True, "nan": None}
-    assert math.isnan(notebook.RECORDS["nan"])
+    assert [x["name"] for x in lines] == ["a", "b", "ok", "a", "inf", "slow"]
+    assert notebook.read_records(path) == {
+        "a": 0.25,
+        "b": 2.0,
+        "ok": True,
+        "inf": None,
+        "slow": "skipped: runs at default",
+    }
+    assert math.isinf(notebook.RECORDS["inf"])
+
+
+@pytest.mark.parametrize("value", [float("nan"), torch.tensor(float("nan")), np.float64("nan")])
+def test_record_refuses_nan(value):
+    with pytest.raises(ValueError, match="NaN"):
+        notebook.record("x", value)
+
+
+def test_skipped_needs_a_reason():
+    with pytest.raises(ValueError, match="reason"):
+        notebook.skipped("x", "")
 
 
 def test_record_without_runner_keeps_in_memory(monkeypatch, capsys):

@@ -50,6 +50,47 @@ def test_notebook_structure(info):
     )
 
 
+def gated_asserts_say_when_skipped(source: str) -> list[str]:
+    """The conditions of ``if`` statements in a Checks cell with an ``assert`` in one branch and no
+    call of ``rlnb.notebook.skipped`` in the other (a check that silently does not run)."""
+
+    def has(branch, test):
+        return any(test(n) for stmt in branch for n in ast.walk(stmt))
+
+    def is_assert(n):
+        return isinstance(n, ast.Assert)
+
+    def is_skip(n):
+        return isinstance(n, ast.Call) and getattr(n.func, "attr", None) == "skipped"
+
+    return [
+        ast.unparse(node.test)
+        for node in ast.walk(ast.parse(source))
+        if isinstance(node, ast.If)
+        and (
+            (has(node.body, is_assert) and not has(node.orelse, is_skip))
+            or (has(node.orelse, is_assert) and not has(node.body, is_skip))
+        )
+    ]
+
+
+def test_gated_assert_detector():
+    gated = "if x:\n    assert y\n"
+    said = "if x:\n    assert y\nelse:\n    rlnb.notebook.skipped('y', 'runs at default')\n"
+    assert gated_asserts_say_when_skipped(gated) == ["x"]
+    assert gated_asserts_say_when_skipped(said) == []
+    flipped = "if ci:\n    rlnb.notebook.skipped('y', 'runs at default')\nelse:\n    assert y\n"
+    assert gated_asserts_say_when_skipped(flipped) == []
+
+
+@pytest.mark.parametrize("info", NOTEBOOKS, ids=ids(NOTEBOOKS))
+def test_no_check_is_skipped_silently(info):
+    nb = nbformat.read(info.path, as_version=4)
+    checks = [c for c in nb.cells if c.cell_type == "code"][-1]
+    silent = gated_asserts_say_when_skipped(checks.source)
+    assert not silent, f"asserts under {silent} need an else branch calling rlnb.notebook.skipped"
+
+
 @pytest.mark.parametrize("info", NOTEBOOKS, ids=ids(NOTEBOOKS))
 def test_builds_on_names_earlier_notebooks(info):
     earlier = {i.id for i in NOTEBOOKS if i.order < info.order}
