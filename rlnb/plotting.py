@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import matplotlib as mpl
+import matplotlib.ticker
 import numpy as np
 
 STYLE = {
@@ -20,6 +21,13 @@ STYLE = {
 def use_style() -> None:
     """Apply rlnb's matplotlib style (called by ``rlnb.notebook.setup``)."""
     mpl.rcParams.update(STYLE)
+
+
+def plain_log_ticks(axis, ticks) -> None:
+    """Label a log-scaled ``ax.xaxis`` or ``ax.yaxis`` at ``ticks`` as plain numbers, and drop the
+    minor labels (matplotlib's ``2×10⁻¹, 3×10⁻¹, …`` overlap on short ranges)."""
+    axis.set_ticks(list(ticks), [f"{t:g}" for t in ticks])
+    axis.set_minor_formatter(mpl.ticker.NullFormatter())
 
 
 # From this many runs on the spread is drawn as a ± s.e. band; below it, every run is drawn.

@@ -4,7 +4,12 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from rlnb.plotting import BAND_MIN_RUNS, mean_and_spread, spread_caption  # noqa: E402
+from rlnb.plotting import (  # noqa: E402
+    BAND_MIN_RUNS,
+    mean_and_spread,
+    plain_log_ticks,
+    spread_caption,
+)
 
 
 def test_few_runs_are_drawn_one_by_one_many_as_a_band():
@@ -25,3 +30,14 @@ def test_spread_caption_says_what_is_drawn():
     assert spread_caption(1) == "1 run"
     assert spread_caption(3) == "3 runs, mean and each run"
     assert spread_caption(BAND_MIN_RUNS) == f"{BAND_MIN_RUNS} runs, mean ± s.e."
+
+
+def test_plain_log_ticks_label_plain_numbers_only():
+    fig, ax = plt.subplots()
+    ax.plot([1, 30], [0.2, 0.7])
+    ax.set(xscale="log", yscale="log")
+    plain_log_ticks(ax.yaxis, [0.2, 0.5])
+    fig.canvas.draw()
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["0.2", "0.5"]
+    assert all(t.get_text() == "" for t in ax.yaxis.get_minorticklabels())
+    plt.close(fig)
