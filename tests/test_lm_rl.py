@@ -78,6 +78,20 @@ def test_one_step_of_every_algorithm_changes_the_policy_and_stays_finite(reasone
     assert torch.isfinite(torch.tensor([row.loss, row.grad_norm, row.entropy])).all()
     assert any(not torch.equal(b, p) for b, p in zip(before, model.parameters()))
     assert (critic is not None) == (algorithm in ("ppo", "gae"))
+    assert 0 <= row.zero_adv_frac <= 1
+
+
+def test_zero_advantage_fraction_counts_completions_that_teach_nothing(reasoner):
+    """With group_size 1 every group is all-equal: GRPO zeroes every completion, PVPO (whose
+    baseline is the frozen policy's success rate, not the group's) almost none."""
+    model, tok = reasoner
+    cfg = dict(group_size=1, prompts_per_step=16, eval_prompts=8, steps=1, progress=False)
+    with pytest.warns(UserWarning, match="singleton"):
+        grpo_row = train(copy.deepcopy(model), tok, Addition(2), RLConfig(**cfg))[0].iloc[0]
+    assert grpo_row.zero_adv_frac == 1.0
+    pvpo_cfg = RLConfig(algorithm="pvpo", reference_rollouts=8, **cfg)
+    pvpo_row = train(copy.deepcopy(model), tok, Addition(2), pvpo_cfg)[0].iloc[0]
+    assert pvpo_row.zero_adv_frac < 0.5, pvpo_row
 
 
 @pytest.mark.parametrize(

@@ -563,7 +563,9 @@ def train(
     evaluates: ``step``, ``pass1`` (greedy pass@1 on ``eval_prompts`` test prompts before the
     step's update, every ``eval_every`` steps and at the end, NaN in between), ``reward`` (mean
     sampled reward), ``loss``, ``clip_frac``, ``grad_norm``, ``entropy`` (mean per-token entropy of
-    the sampled completions), ``kl`` (k3 to ``ref_model``, NaN without one), ``samples_per_s``.
+    the sampled completions), ``kl`` (k3 to ``ref_model``, NaN without one), ``zero_adv_frac``
+    (the fraction of completions whose advantage is 0 on every token: they teach nothing, as in
+    ``rlnb.train.bandit.train``), ``samples_per_s``.
     Each callback is called as ``callback(step, model, row)``; raising ``StopIteration`` ends
     training after that step (no final row). ``rollout_fn`` replaces stage 1 (see ``rollout``).
     """
@@ -618,6 +620,7 @@ def train(
         adv = advantages(batch, estimator, critic, **options)
         stats = update(model, optimizer, batch, adv, cfg, step, critic, ref_model)
         row.update(reward=batch.scores.float().mean().item(), **stats)
+        row["zero_adv_frac"] = (adv.abs().amax(1) == 0).float().mean().item()
         row["samples_per_s"] = len(batch.scores) / (time.perf_counter() - start)
         history.append(row)
         if cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0:
