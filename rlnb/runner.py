@@ -28,6 +28,7 @@ import nbformat
 
 from rlnb.device import kernel_env
 from rlnb.notebook import BUDGET_S, METRICS_ENV, PROFILES, read_records
+from rlnb.progress import PROGRESS_ENV
 
 # ``NN_slug.ipynb``, or ``NNx_slug.ipynb`` (a letter: a notebook that extends ``NN``, sorted after it)
 NAME_RE = re.compile(r"^(\d\d[a-z]?)_([a-z0-9_]+)\.ipynb$")
@@ -263,7 +264,9 @@ def run_notebook(
     start = time.perf_counter()
     deadline = start + timeout
     status, error, tb = "ok", "", ""
-    env = kernel_env({**os.environ, METRICS_ENV: str(metrics_file.resolve())})
+    # no progress bars in a static report: a bar there shows only its first frame ("0%")
+    quiet = {PROGRESS_ENV: "0", "HF_HUB_DISABLE_PROGRESS_BARS": "1"}  # rlnb's and transformers'
+    env = kernel_env({**os.environ, METRICS_ENV: str(metrics_file.resolve()), **quiet})
     interrupted = []
 
     def on_sigint(signum, frame):

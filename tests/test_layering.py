@@ -1,6 +1,6 @@
 """Every module of rlnb imports only its own layer and below (DESIGN §2, README "Layout").
 
-Layers, bottom to top: 0 ``estimators``, ``device``, ``plotting``, ``metrics`` (they may import
+Layers, bottom to top: 0 ``estimators``, ``device``, ``plotting``, ``metrics``, ``progress`` (they may import
 each other); 1 ``envs``, ``models``; 2 ``decoding``; 3 ``train``, ``widgets`` (widgets may import
 train); on top ``runner``, ``cli``, ``notebook``, ``__init__``, ``__main__`` (they may import each
 other). ``integrations`` stand beside: they import ``estimators`` only, and nothing imports them.
@@ -15,7 +15,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent / "rlnb"
 TOP = 4
 LAYERS = {
-    **dict.fromkeys(("estimators", "device", "plotting", "metrics"), 0),
+    **dict.fromkeys(("estimators", "device", "plotting", "metrics", "progress"), 0),
     **dict.fromkeys(("envs", "models"), 1),
     "decoding": 2,
     **dict.fromkeys(("train", "widgets"), 3),

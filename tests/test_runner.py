@@ -71,6 +71,21 @@ def test_kernel_starts_with_passive_openmp_and_one_thread(tmp_path, monkeypatch)
     assert result.metrics == {"wait_policy": "PASSIVE", "torch_threads": KERNEL_THREADS}
 
 
+def test_a_headless_run_shows_no_progress_bars(tmp_path):
+    """A bar in a static report can only show its first frame ("0%"): `rlnb run` silences them."""
+    write_nb(
+        tmp_path / "00_bars.ipynb",
+        "from rlnb.progress import progress_bar\n"
+        "for _ in progress_bar(range(3), desc='steps'):\n    pass\n"
+        "import rlnb\nrlnb.record('done', True)",
+    )
+    [info] = runner.discover(tmp_path)
+    result = runner.run_notebook(info, tmp_path / "out", timeout=120, progress=False)
+    assert result.status == "ok", result.error
+    executed = (tmp_path / "out" / "00_bars.ipynb").read_text(encoding="utf-8")
+    assert "steps" in (tmp_path / "00_bars.ipynb").read_text() and "0%" not in executed
+
+
 def test_kernel_env_adds_only_what_is_unset():
     env = kernel_env({"PATH": "/bin", "OMP_NUM_THREADS": "3"})
     assert env == {"PATH": "/bin", "OMP_NUM_THREADS": "3", "OMP_WAIT_POLICY": "PASSIVE"}

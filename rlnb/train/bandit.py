@@ -8,7 +8,6 @@ from collections.abc import Callable
 import pandas as pd
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from rlnb.decoding.selection import majority_vote
 from rlnb.envs.bandits import PromptBandit, Sample
@@ -19,6 +18,7 @@ from rlnb.estimators.registry import (
     compute_advantages,
     get_estimator,
 )
+from rlnb.progress import progress_bar
 
 
 def train(
@@ -71,11 +71,7 @@ def train(
         }
 
     history = [row(0)]
-    for step in tqdm(
-        range(1, steps + 1),
-        desc=f"bandit {estimator}",
-        disable=not progress,
-    ):
+    for step in progress_bar(range(1, steps + 1), desc=f"bandit {estimator}", enabled=progress):
         prompts = torch.randperm(bandit.n_prompts, generator=g)[:prompts_per_step]
         s = bandit.sample(group_size, prompts, generator=g)
         scores = s.rewards if reward_fn is None else reward_fn(s, group_size)

@@ -55,7 +55,7 @@ CHAIN_STEPS = 385  # where "chain" met its stopping rule (data/reasoners/chain/m
 SPECS = {
     "addition": ReasonerSpec(),
     # Single functions and 10 of the 20 pairs; stopped while the unseen pairs still gain from
-    # sampling (greedy ≈ 0.15, pass@16 ≈ 0.45 on them), as notebook 10's composition section needs.
+    # sampling (greedy ≈ 0.15, pass@16 ≈ 0.45 on them), as notebook 10a needs.
     "composition": ReasonerSpec(
         task="composition",
         task_args={"length": 4, "n_train_pairs": 10},

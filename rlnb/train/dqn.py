@@ -31,12 +31,12 @@ import gymnasium as gym
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
 from rlnb.device import pick_device, seed_everything
 from rlnb.envs.vector import discrete_vector_env
 from rlnb.estimators.returns import discounted_returns
 from rlnb.models.value import ValueNetwork, bellman_target, categorical_loss
+from rlnb.progress import progress_bar
 
 LOSSES = ("td", "dqnreg", "dqnclipped")
 
@@ -181,7 +181,7 @@ def train(config: DQNConfig | None = None, progress: bool = True):
     history = [{"step": 0, "epsilon": cfg.eps_start, "train_return": np.nan, "loss": np.nan,
                 **evaluate(cfg, qnet, device, cfg.eval_episodes, 10_000), "updates": 0, "sps": np.nan, "wall": 0.0}]  # fmt: skip
     step, updates, next_eval, start = 0, 0, cfg.eval_every, time.perf_counter()
-    bar = tqdm(total=cfg.total_steps, desc=f"DQN {cfg.env_id} {cfg.head}", disable=not progress)
+    bar = progress_bar(total=cfg.total_steps, desc=f"DQN {cfg.env_id} {cfg.head}", enabled=progress)
     while step < cfg.total_steps:
         eps = epsilon_at(cfg, step)
         obs = torch.as_tensor(obs_np, dtype=torch.float32, device=device)

@@ -63,7 +63,6 @@ import pandas as pd
 import torch
 from safetensors.torch import load_file, load_model, save_file, save_model
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from rlnb.decoding.sampling import Samples, completion_logprobs, sample
 from rlnb.decoding.selection import count_correct
@@ -85,6 +84,7 @@ from rlnb.estimators.registry import (
 )
 from rlnb.models.critic import ValueModel
 from rlnb.models.lm import sha256
+from rlnb.progress import progress_bar
 
 
 def algorithms() -> tuple[str, ...]:
@@ -131,7 +131,7 @@ class RLConfig:
     checkpoint_dir: str | None = None  # save here, and continue from here if a checkpoint exists
     checkpoint_every: int = 50  # steps between checkpoints (0: only at the end)
     seed: int = 0  # seeds prompts, sampling, minibatch order and the critic
-    progress: bool = True  # a tqdm bar over the steps
+    progress: bool = True  # a progress bar over the steps (rlnb.progress)
 
     def __post_init__(self):
         if self.algorithm not in algorithms():
@@ -606,7 +606,9 @@ def train(
             final = history[-1]  # a finished run of this length: nothing more to do
         history = [row for row in history if row["step"] < first]  # drop an earlier final row
 
-    for step in tqdm(range(first, cfg.steps), desc=f"RL {cfg.algorithm}", disable=not cfg.progress):
+    for step in progress_bar(
+        range(first, cfg.steps), desc=f"RL {cfg.algorithm}", enabled=cfg.progress
+    ):
         row = {"step": step, "pass1": float("nan")}
         if step % cfg.eval_every == 0:
             row["pass1"] = greedy_pass_at_1(model, tokenizer, task, eval_set)

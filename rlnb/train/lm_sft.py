@@ -14,10 +14,10 @@ from dataclasses import dataclass
 import pandas as pd
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from rlnb.device import autocast
 from rlnb.models.forward import position_ids_from_mask
+from rlnb.progress import progress_bar
 
 
 @dataclass
@@ -29,7 +29,7 @@ class SFTConfig:
     weight_decay: float = 0.0
     log_every: int = 10  # history rows every this many steps (and at the last step)
     seed: int = 0  # drives the prompt draws
-    progress: bool = True  # show a tqdm bar
+    progress: bool = True  # show a progress bar (rlnb.progress)
 
 
 def answer_batch(tokenizer, prompts: Sequence[str], answers: Sequence[str]):
@@ -82,7 +82,7 @@ def train_sft(
     )
     model.train()
     history, running = [], []
-    bar = tqdm(range(1, config.steps + 1), desc="SFT", disable=not config.progress)
+    bar = progress_bar(range(1, config.steps + 1), desc="SFT", enabled=config.progress)
     for step in bar:
         prompts = task.prompts(config.batch_size, "train", seed=config.seed * 1_000_003 + step)
         ids, mask, labels = (

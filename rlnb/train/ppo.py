@@ -17,11 +17,11 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from rlnb.device import pick_device, seed_everything
 from rlnb.envs.vector import discrete_vector_env
 from rlnb.estimators import gae
+from rlnb.progress import progress_bar
 
 
 @dataclass
@@ -129,8 +129,8 @@ def train(
     obs = torch.as_tensor(obs_np, dtype=torch.float32, device=device)
     running_return = np.zeros(N)
     history, step, start = [], 0, time.perf_counter()
-    for update in tqdm(
-        range(num_updates), desc=f"PPO {cfg.env_id} λ={cfg.lmbda}", disable=not progress
+    for update in progress_bar(
+        range(num_updates), desc=f"PPO {cfg.env_id} λ={cfg.lmbda}", enabled=progress
     ):
         if cfg.anneal_lr:
             optimizer.param_groups[0]["lr"] = cfg.lr * (1 - update / num_updates)

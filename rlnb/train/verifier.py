@@ -32,12 +32,12 @@ from dataclasses import dataclass
 import pandas as pd
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from rlnb.decoding.sampling import Samples
 from rlnb.device import autocast
 from rlnb.envs.tasks import STEP_DELIMITER
 from rlnb.models.critic import VERIFY_NO, VERIFY_SUFFIX, VERIFY_YES, ScoreModel, step_positions
+from rlnb.progress import progress_bar
 from rlnb.train.lm_sft import answer_loss
 
 TARGETS = ("outcome", "mc", "oracle_steps", "mc_steps")
@@ -137,7 +137,7 @@ def train_score_model(
     n, candidates = len(samples.text), targets.rows.unique()  # only completions with targets
     model.train()
     history = []
-    for step in tqdm(range(1, steps + 1), desc="score model", disable=not progress):
+    for step in progress_bar(range(1, steps + 1), desc="score model", enabled=progress):
         order = torch.randperm(len(candidates), generator=generator)
         rows = candidates[order[: min(batch_size, len(candidates))]]
         where = torch.isin(targets.rows, rows)
@@ -210,7 +210,7 @@ def train_generative_verifier(
     generator = torch.Generator().manual_seed(seed)
     verifier.train()
     history = []
-    for step in tqdm(range(1, steps + 1), desc="verifier SFT", disable=not progress):
+    for step in progress_bar(range(1, steps + 1), desc="verifier SFT", enabled=progress):
         rows = torch.randperm(len(texts), generator=generator)[: min(batch_size, len(texts))]
         batch = verdict_batch(tokenizer, [texts[i] for i in rows], [verdicts[i] for i in rows])
         with autocast(device):
