@@ -428,13 +428,14 @@ def test_a_custom_rollout_function_plugs_in(reasoner):
 def test_the_progress_bar_reaches_its_total(reasoner, monkeypatch):
     """Every step is a step of the bar: it ends at 100 %, not at "99 %" with a break."""
     model, tok = reasoner
-    bars, real = [], lm_rl.tqdm
+    bars, real = [], lm_rl.progress_bar
+    monkeypatch.delenv("RLNB_PROGRESS", raising=False)  # shown, as outside `rlnb run`
 
     def spy(*args, **kwargs):
         bars.append(real(*args, **kwargs))
         return bars[-1]
 
-    monkeypatch.setattr(lm_rl, "tqdm", spy)
+    monkeypatch.setattr(lm_rl, "progress_bar", spy)
     train(copy.deepcopy(model), tok, Addition(2), tiny_run(progress=True))
     assert len(bars) == 1 and bars[0].n == bars[0].total == 2
 

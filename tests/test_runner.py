@@ -55,13 +55,16 @@ def test_discover_reads_titles(series):
         runner.select(infos, ["99"])
 
 
-def test_kernel_starts_with_passive_openmp_and_one_thread(tmp_path, monkeypatch):
-    """torch's OpenMP reads these when torch loads: the kernel must have them from its start."""
+def test_kernel_starts_with_passive_openmp_one_thread_and_no_progress_bars(tmp_path, monkeypatch):
+    """torch's OpenMP reads these when torch loads: the kernel must have them from its start. A
+    progress bar in a static report can only show its first frame ("0%"): `rlnb run` silences them."""
     monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     write_nb(
         tmp_path / "00_env.ipynb",
         "import os, torch, rlnb\n"
+        "from rlnb.progress import progress_bar\n"
+        "for _ in progress_bar(range(3), desc='steps'):\n    pass\n"
         "rlnb.record('wait_policy', os.environ.get('OMP_WAIT_POLICY', ''))\n"
         "rlnb.record('torch_threads', torch.get_num_threads())",
     )
@@ -69,21 +72,7 @@ def test_kernel_starts_with_passive_openmp_and_one_thread(tmp_path, monkeypatch)
     result = runner.run_notebook(info, tmp_path / "out", timeout=120, progress=False)
     assert result.status == "ok", result.error
     assert result.metrics == {"wait_policy": "PASSIVE", "torch_threads": KERNEL_THREADS}
-
-
-def test_a_headless_run_shows_no_progress_bars(tmp_path):
-    """A bar in a static report can only show its first frame ("0%"): `rlnb run` silences them."""
-    write_nb(
-        tmp_path / "00_bars.ipynb",
-        "from rlnb.progress import progress_bar\n"
-        "for _ in progress_bar(range(3), desc='steps'):\n    pass\n"
-        "import rlnb\nrlnb.record('done', True)",
-    )
-    [info] = runner.discover(tmp_path)
-    result = runner.run_notebook(info, tmp_path / "out", timeout=120, progress=False)
-    assert result.status == "ok", result.error
-    executed = (tmp_path / "out" / "00_bars.ipynb").read_text(encoding="utf-8")
-    assert "steps" in (tmp_path / "00_bars.ipynb").read_text() and "0%" not in executed
+    assert "0%" not in (tmp_path / "out" / "00_env.ipynb").read_text(encoding="utf-8")
 
 
 def test_kernel_env_adds_only_what_is_unset():
