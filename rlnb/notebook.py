@@ -64,8 +64,9 @@ def profile(name: str, **sizes: dict) -> dict:
     return dict(sizes[name])
 
 
-def record(name: str, value) -> float | int | bool | str:
-    """Store one metric a claim rests on, print it, and return it as a plain Python value.
+def record(name: str, value, *, echo: bool = True) -> float | int | bool | str:
+    """Store one metric a claim rests on, print it (unless ``echo=False``), and return it as a
+    plain Python value.
 
     Tensors and NumPy scalars become Python numbers. A NaN is refused (``ValueError``): a claim
     cannot rest on it, and an ``assert x < threshold`` would then fail without saying why, while
@@ -91,9 +92,12 @@ def record(name: str, value) -> float | int | bool | str:
         stored = None if isinstance(value, float) and not math.isfinite(value) else value
         with open(path, "a", encoding="utf-8") as f:
             f.write(json.dumps({"name": name, "value": stored}) + "\n")
-    print(
-        f"record: {name} = {value:.6g}" if isinstance(value, float) else f"record: {name} = {value}"
-    )
+    if echo:
+        print(
+            f"record: {name} = {value:.6g}"
+            if isinstance(value, float)
+            else f"record: {name} = {value}"
+        )
     return value
 
 

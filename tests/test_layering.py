@@ -2,8 +2,8 @@
 
 Layers, bottom to top: 0 ``estimators``, ``device``, ``plotting``, ``metrics``, ``progress`` (they may import
 each other); 1 ``envs``, ``models``; 2 ``decoding``; 3 ``train``, ``widgets`` (widgets may import
-train); on top ``runner``, ``cli``, ``notebook``, ``__init__``, ``__main__`` (they may import each
-other). ``integrations`` stand beside: they import ``estimators`` only, and nothing imports them.
+train); on top ``runner``, ``cli``, ``notebook``, ``exercises``, ``__init__``, ``__main__`` (they
+may import each other). ``integrations`` stand beside: they import ``estimators`` only, and nothing imports them.
 Within one package (``rlnb.train.*`` importing ``rlnb.train.*``) anything goes.
 """
 
@@ -19,7 +19,7 @@ LAYERS = {
     **dict.fromkeys(("envs", "models"), 1),
     "decoding": 2,
     **dict.fromkeys(("train", "widgets"), 3),
-    **dict.fromkeys(("runner", "cli", "notebook", "__init__", "__main__"), TOP),
+    **dict.fromkeys(("runner", "cli", "notebook", "exercises", "__init__", "__main__"), TOP),
 }
 SAME_LAYER_OK = {0, TOP}  # layer 0 and the top may import each other; 1–3 only what is below
 

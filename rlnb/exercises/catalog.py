@@ -1,0 +1,607 @@
+"""The exercises: for each, the library's answer, the battery of inputs (plain first, then the
+edge cases, each with the hint a failure there points to) and the general hints.
+
+Batteries are built from a ``torch.Generator`` (``check(..., seed=)``). Time series keep the
+library's conventions (``rlnb.estimators.returns``) and are consistent: ``next_values[t] =
+values[t + 1]`` inside an episode, a fresh value at an episode's end.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+
+from rlnb.decoding.selection import pass_at_k
+from rlnb.envs.tabular import Transitions
+from rlnb.estimators import (
+    aggregate,
+    broadcast_to_tokens,
+    categorical_projection,
+    gae,
+    grpo,
+    hl_gauss,
+    lambda_returns,
+    n_step_returns,
+    policy_loss,
+    qae,
+    rloo,
+    token_gae,
+    two_hot,
+    vtrace,
+)
+from rlnb.exercises import solutions
+from rlnb.exercises.grader import Case, Exercise, register_exercise
+from rlnb.models.value import bellman_target
+from rlnb.train.planning import soft_max
+from rlnb.train.tabular import td0_prediction
+
+
+def exercise(notebook: str, expected, hints: tuple[str, ...]):
+    """Decorator on ``cases_<name>``: register exercise ``<name>`` of ``notebook``, graded against
+    ``expected``, with the reference solution ``rlnb.exercises.solutions.<name>``."""
+
+    def register(make_cases):
+        name = make_cases.__name__.removeprefix("cases_")
+        more = (f'rlnb.exercises.solution("{name}") prints a reference solution.',)
+        register_exercise(
+            Exercise(name, notebook, expected, make_cases, getattr(solutions, name), hints + more)
+        )
+        return make_cases
+
+    return register
+
+
+# --- input builders -----------------------------------------------------------------------------
+def series(gen, T, dtype=torch.float32, terminated_at=(), truncated_at=(), p_end=0.0) -> dict:
+    """``rewards, values, next_values, terminated, truncated`` of length ``T``: episode ends at
+    the given steps, or at random with probability ``p_end`` each (half terminated, half truncated)."""
+    u = torch.rand(T, generator=gen, dtype=torch.float64)
+    terminated, truncated = u < p_end / 2, (u >= p_end / 2) & (u < p_end)
+    terminated[list(terminated_at)] = True
+    truncated[list(truncated_at)] = True
+    v = torch.randn(T + 1, generator=gen, dtype=dtype)
+    next_values = v[1:].clone()
+    fresh = torch.randn(T, generator=gen, dtype=dtype)  # the last observation of an ended episode
+    next_values[terminated | truncated] = fresh[terminated | truncated]
+    return dict(
+        rewards=torch.randn(T, generator=gen, dtype=dtype),
+        values=v[:T].clone(),
+        next_values=next_values,
+        terminated=terminated,
+        truncated=truncated,
+    )
+
+
+def quietly(estimator, *args, **kwargs):
+    """Call a group estimator without its warning about groups of one (batteries test them)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return estimator(*args, **kwargs)
+
+
+def pick(d: dict, *keys) -> dict:
+    return {k: d[k] for k in keys}
+
+
+def time_cases(gen, hints: dict, make) -> list[Case]:
+    """The time-series battery, plainest first; ``make(series, gamma, dtype)`` → the inputs."""
+    specs = [
+        ("no episode end", dict(T=6)),
+        ("a single step", dict(T=1)),
+        ("terminated at the last step", dict(T=5, terminated_at=[4])),
+        ("terminated mid-window", dict(T=7, terminated_at=[2])),
+        ("truncated mid-window", dict(T=7, truncated_at=[2])),
+        ("random episode ends, float64", dict(T=16, dtype=torch.float64, p_end=0.3)),
+    ]
+    return [
+        Case(key, hints.get(key, hints["default"]), make(series(gen, **spec), gen))
+        for key, spec in specs
+    ]
+
+
+TERMINATED = (
+    "a terminated step has no next state: its target bootstraps nothing "
+    "(multiply γ·V(s') by 1 − terminated)"
+)
+NOT_ACROSS = "the trace must not cross a done: nothing after a terminated or truncated step flows back into it"
+TRUNCATED = (
+    "a truncated step is cut by a time limit, not by the task: bootstrap from next_values there "
+    "(as a non-terminal step), but do not let the next episode flow back into it"
+)
+LAST_STEP = "the window's last step bootstraps from next_values[T − 1] unless it terminated"
+
+
+# --- 00 · TD(0) -----------------------------------------------------------------------------------
+def expected_td0_update(V, s, r, s_next, terminated, alpha, gamma):
+    stream = Transitions(
+        *(torch.tensor([x]) for x in (s, 0, r, s_next, terminated, not terminated))
+    )
+    return td0_prediction(stream, len(V), gamma, alpha, v0=V.numpy())[0]
+
+
+@exercise(
+    "00",
+    expected_td0_update,
+    (
+        "Only V(s) changes: V(s) ← V(s) + α [target − V(s)].",
+        "The target is r + γ V(s'), or r alone when s' is terminal.",
+    ),
+)
+def cases_td0_update(gen) -> list[Case]:
+    V = torch.randn(5, generator=gen, dtype=torch.float64)
+    plain = "V(s) ← V(s) + α [r + γ V(s') − V(s)], every other state keeps its value; return the whole table"
+    return [
+        Case("a non-terminal step", plain, dict(V=V, s=1, r=0.5, s_next=2, terminated=False, alpha=0.1, gamma=0.9)),
+        Case("a terminal step", "a terminal next state is worth 0: the target is r alone", dict(V=V, s=3, r=1.0, s_next=4, terminated=True, alpha=0.5, gamma=0.9)),
+        Case("s' = s", "the target uses V(s') from before the update", dict(V=V, s=2, r=-0.3, s_next=2, terminated=False, alpha=0.3, gamma=0.95)),
+        Case("α = 1", "with α = 1, V(s) becomes the target", dict(V=V, s=0, r=2.0, s_next=4, terminated=False, alpha=1.0, gamma=0.5)),
+    ]  # fmt: skip
+
+
+# --- 01 · n-step and λ-returns --------------------------------------------------------------------
+def expected_n_step_return(rewards, next_values, terminated, truncated, gamma, n):
+    return n_step_returns(rewards, next_values, terminated, truncated, gamma, n)
+
+
+@exercise(
+    "01",
+    expected_n_step_return,
+    (
+        "For each t separately: add γ^k r_{t+k} for k = 0, 1, … until you have n rewards, the "
+        "episode ends, or the data ends; then add γ^m V(s_{t+m}) = γ^m next_values[t+m−1] unless "
+        "the last step terminated.",
+        "Check t = T − 1 by hand: its window has one step and bootstraps from next_values[T − 1].",
+    ),
+)
+def cases_n_step_return(gen) -> list[Case]:
+    hints = {
+        "default": "G_t sums n rewards r_t … r_{t+n−1}, then adds γ^n next_values[t+n−1]; "
+        "the window ends early at an episode's end or the data's end",
+        "no episode end": "the window holds n rewards r_t … r_{t+n−1} (not n + 1), then "
+        "γ^n V(s_{t+n}) = γ^n next_values[t+n−1]; near the data's end it is shorter",
+        "a single step": LAST_STEP,
+        "terminated at the last step": TERMINATED,
+        "terminated mid-window": NOT_ACROSS,
+        "truncated mid-window": TRUNCATED,
+    }
+
+    def make(d, gen):
+        return {
+            **pick(d, "rewards", "next_values", "terminated", "truncated"),
+            "gamma": 0.9,
+            "n": 3,
+        }
+
+    return time_cases(gen, hints, make)
+
+
+def expected_lambda_return(rewards, next_values, terminated, truncated, gamma, lmbda):
+    return lambda_returns(rewards, next_values, terminated, truncated, gamma, lmbda)
+
+
+@exercise(
+    "01",
+    expected_lambda_return,
+    (
+        "Go backwards: G_t = r_t + γ [(1 − λ) V(s_{t+1}) + λ G_{t+1}].",
+        "Where there is no G_{t+1} to use (a truncated step, the window's end), use V(s_{t+1}) "
+        "instead; a terminated step has G_t = r_t.",
+    ),
+)
+def cases_lambda_return(gen) -> list[Case]:
+    hints = {
+        "default": "G_t = r_t + γ (1 − terminated_t) [(1 − λ) V(s_{t+1}) + λ G_{t+1}], backwards",
+        "no episode end": "G_t = r_t + γ [(1 − λ) next_values[t] + λ G_{t+1}], going backwards "
+        "from the last step, where G_{t+1} is replaced by next_values[T − 1]",
+        "a single step": LAST_STEP,
+        "terminated at the last step": TERMINATED,
+        "terminated mid-window": NOT_ACROSS,
+        "truncated mid-window": TRUNCATED,
+    }
+
+    def make(d, gen):
+        pieces = pick(d, "rewards", "next_values", "terminated", "truncated")
+        return {**pieces, "gamma": 0.9, "lmbda": 0.7}
+
+    return time_cases(gen, hints, make)
+
+
+# --- 02 · GAE and V-trace -----------------------------------------------------------------------
+def expected_gae(rewards, values, next_values, terminated, truncated, gamma, lmbda):
+    return gae(rewards, values, next_values, terminated, truncated, gamma, lmbda).advantages
+
+
+@exercise(
+    "02",
+    expected_gae,
+    (
+        "First the TD errors δ_t = r_t + γ V(s_{t+1}) − V(s_t), then backwards A_t = δ_t + γλ A_{t+1}.",
+        "Two different flags: terminated removes the bootstrap γ V(s_{t+1}) from δ_t; terminated "
+        "and truncated both stop A_{t+1} from flowing into A_t.",
+    ),
+)
+def cases_gae(gen) -> list[Case]:
+    hints = {
+        "default": "δ_t = r_t + γ (1 − terminated_t) V(s_{t+1}) − V(s_t), A_t = δ_t + γλ (1 − done_t) A_{t+1}",
+        "no episode end": "δ_t = r_t + γ V(s_{t+1}) − V(s_t) with V(s_{t+1}) = next_values[t]; "
+        "A_t = δ_t + γλ A_{t+1}, going backwards, A_T = 0",
+        "a single step": "with one step, A_0 = δ_0 = r_0 + γ next_values[0] − values[0]",
+        "terminated at the last step": TERMINATED,
+        "terminated mid-window": NOT_ACROSS,
+        "truncated mid-window": "truncated steps must bootstrap from next_values (δ_t keeps "
+        "γ V(s_{t+1})), and A_{t+1} of the next episode must not flow into A_t",
+    }
+
+    def make(d, gen):
+        return {**d, "gamma": 0.9, "lmbda": 0.8}
+
+    return time_cases(gen, hints, make)
+
+
+def expected_vtrace(
+    rewards, values, next_values, terminated, truncated, target_logp, behavior_logp, gamma,
+    rho_clip, c_clip,
+):  # fmt: skip
+    return vtrace(
+        rewards, values, next_values, terminated, truncated, target_logp, behavior_logp, gamma,
+        1.0, rho_clip, c_clip,
+    ).returns  # fmt: skip
+
+
+@exercise(
+    "02",
+    expected_vtrace,
+    (
+        "Backwards: v_t − V(s_t) = δ_t + γ c_t (v_{t+1} − V(s_{t+1})), with the weighted TD error "
+        "δ_t = ρ_t (r_t + γ V(s_{t+1}) − V(s_t)).",
+        "ρ_t = min(ρ̄, π/μ) and c_t = min(c̄, π/μ), with π/μ = exp(target_logp − behavior_logp).",
+    ),
+)
+def cases_vtrace(gen) -> list[Case]:
+    def make(d, gen, log_ratio_scale, rho_clip=1.0, c_clip=1.0):
+        T, dtype = len(d["rewards"]), d["rewards"].dtype
+        behavior = torch.rand(T, generator=gen, dtype=dtype).clamp(min=0.05).log()
+        target = behavior + log_ratio_scale * torch.randn(T, generator=gen, dtype=dtype)
+        return {**d, "target_logp": target, "behavior_logp": behavior, "gamma": 0.9,
+                "rho_clip": rho_clip, "c_clip": c_clip}  # fmt: skip
+
+    corr = (
+        "v_t − V(s_t) = δ_t + γ c_t (v_{t+1} − V(s_{t+1})), δ_t = ρ_t (r_t + γ V(s_{t+1}) − V(s_t))"
+    )
+    specs = [
+        ("on-policy", "with π = μ every ρ_t and c_t is 1: " + corr, dict(T=6), 0.0, {}),
+        ("ratios above the clip", "ρ_t = min(ρ̄, π/μ), c_t = min(c̄, π/μ): clip the ratios before using them", dict(T=6), 1.0, {}),
+        ("terminated mid-window", TERMINATED + "; " + NOT_ACROSS, dict(T=7, terminated_at=[2]), 0.5, {}),
+        ("truncated mid-window", TRUNCATED, dict(T=7, truncated_at=[2]), 0.5, {}),
+        ("ρ̄ ≠ c̄, random episode ends", "ρ̄ (rho_clip) clips the TD error's weight ρ_t, c̄ (c_clip) the trace c_t: two different clips", dict(T=16, dtype=torch.float64, p_end=0.3), 1.0, dict(rho_clip=2.0, c_clip=0.8)),
+    ]  # fmt: skip
+    return [
+        Case(key, hint, make(series(gen, **spec), gen, scale, **clips))
+        for key, hint, spec, scale, clips in specs
+    ]
+
+
+# --- 03 · soft Bellman backup and MDVI ----------------------------------------------------------
+def model(gen, S=4, A=3, dtype=torch.float32) -> dict:
+    P = torch.softmax(torch.randn(S, A, S, generator=gen, dtype=dtype), -1)
+    return dict(P=P, r=torch.randn(S, A, generator=gen, dtype=dtype))
+
+
+def expected_soft_bellman_backup(Q, P, r, gamma, tau):
+    return r + gamma * P @ soft_max(Q, tau)
+
+
+@exercise(
+    "03",
+    expected_soft_bellman_backup,
+    (
+        "The soft value of a state is τ log Σ_a exp(Q(s, a)/τ), a smooth max over actions.",
+        "Q'(s, a) = r(s, a) + γ Σ_s' P(s'|s, a) V(s'): with P of shape [S, A, S], that is P @ V.",
+    ),
+)
+def cases_soft_bellman_backup(gen) -> list[Case]:
+    def q(scale=1.0, dtype=torch.float32):
+        return scale * torch.randn(4, 3, generator=gen, dtype=dtype)
+
+    backup = "V(s') = τ log Σ_a exp(Q(s', a)/τ), then Q'(s, a) = r(s, a) + γ Σ_s' P(s'|s, a) V(s')"
+    return [
+        Case("τ = 1", backup, dict(Q=q(), **model(gen), gamma=0.9, tau=1.0)),
+        Case("τ = 0", "τ = 0 is the hard max: V(s') = max_a Q(s', a)", dict(Q=q(), **model(gen), gamma=0.9, tau=0.0)),
+        Case("small τ, large Q", "exp(Q/τ) overflows for a small τ: use torch.logsumexp(Q / tau, dim=1)", dict(Q=q(50.0), **model(gen), gamma=0.9, tau=0.01)),
+        Case("float64, τ = 0.3", backup, dict(Q=q(dtype=torch.float64), **model(gen, dtype=torch.float64), gamma=0.95, tau=0.3)),
+    ]  # fmt: skip
+
+
+def expected_mdvi_step(Q, s_prev, P, r, gamma, kl, entropy):
+    tau = kl + entropy  # M_β f = (1/β) log Σ exp(β f) = soft_max(f, 1/β)
+    alpha = kl / tau
+    s = Q + alpha * s_prev
+    w = soft_max(s, tau) - alpha * soft_max(s_prev, tau)
+    return r + gamma * P @ w, s
+
+
+@exercise(
+    "03",
+    expected_mdvi_step,
+    (
+        "α = λ/(λ+κ) weighs the past, β = 1/(λ+κ) is the inverse temperature: s = Q + α s_prev.",
+        "w = M_β s − α M_β s_prev with M_β f = (1/β) log Σ_a exp(β f), then Q_next = r + γ P w; "
+        "return the pair (Q_next, s).",
+    ),
+)
+def cases_mdvi_step(gen) -> list[Case]:
+    def qs(scale=1.0):
+        return dict(
+            Q=scale * torch.randn(4, 3, generator=gen),
+            s_prev=scale * torch.randn(4, 3, generator=gen),
+        )
+
+    return [
+        Case("κ = 0 (α = 1)", "α = λ/(λ+κ), β = 1/(λ+κ); s = Q + α s_prev and w = M_β s − α M_β s_prev", dict(**qs(), **model(gen), gamma=0.9, kl=1.0, entropy=0.0)),
+        Case("λ = 0 (soft VI)", "with λ = 0, α = 0: s = Q and the step is a soft Bellman backup at temperature κ", dict(**qs(), **model(gen), gamma=0.9, kl=0.0, entropy=0.5)),
+        Case("λ, κ > 0", "the previous sum's soft max is subtracted, scaled by α: w = M_β s − α M_β s_prev", dict(**qs(), **model(gen), gamma=0.9, kl=0.5, entropy=0.2)),
+        Case("large values", "exp(β s) overflows: M_β f = torch.logsumexp(β f, dim=1) / β", dict(**qs(100.0), **model(gen), gamma=0.9, kl=0.01, entropy=0.0)),
+    ]  # fmt: skip
+
+
+# --- 04 · classification targets ----------------------------------------------------------------
+@exercise(
+    "04",
+    lambda x, support: two_hot(x, support),
+    (
+        "Find the two atoms around x, z_i ≤ x ≤ z_{i+1}; all other atoms get 0.",
+        "Split so that the mean is x: p_i = (z_{i+1} − x)/(z_{i+1} − z_i), p_{i+1} = 1 − p_i.",
+    ),
+)
+def cases_two_hot(gen) -> list[Case]:
+    z = torch.linspace(-2, 2, 5)
+    uneven = torch.tensor([-3.0, -1.0, 0.0, 0.5, 4.0], dtype=torch.float64)
+    split = "for z_i ≤ x ≤ z_{i+1}: p_i = (z_{i+1} − x)/(z_{i+1} − z_i), p_{i+1} = 1 − p_i, so Σ p z = x"
+    return [
+        Case("between atoms", split, dict(x=torch.tensor([0.3, -1.25, 1.9]), support=z)),
+        Case("on an atom", "x on an atom puts all its mass on that atom (mind the support's two ends)", dict(x=torch.tensor([0.0, -2.0, 2.0, 1.0]), support=z)),
+        Case("outside the support", "clip x to [z_0, z_{K−1}] first", dict(x=torch.tensor([-5.0, 3.5]), support=z)),
+        Case("uneven support, float64", "divide by the local spacing z_{i+1} − z_i, not a global one", dict(x=6 * torch.rand(8, generator=gen, dtype=torch.float64) - 3, support=uneven)),
+    ]  # fmt: skip
+
+
+@exercise(
+    "04",
+    lambda x, bin_edges, sigma: hl_gauss(x, bin_edges, sigma),
+    (
+        "Each bin gets the mass a normal N(x, σ²) puts in it: a difference of two CDF values.",
+        "torch.distributions.Normal(x[:, None], sigma).cdf(bin_edges) gives every edge at once; "
+        "then normalise over the bins.",
+    ),
+)
+def cases_hl_gauss(gen) -> list[Case]:
+    edges = torch.linspace(-2, 2, 9)
+    sigma = 0.75 * 0.5
+    return [
+        Case("near the centre", "p_k = Φ((e_{k+1} − x)/σ) − Φ((e_k − x)/σ): the normal's mass in each bin (CDF differences, not the density at the centres)", dict(x=torch.tensor([0.1, -0.3]), bin_edges=edges, sigma=sigma)),
+        Case("near an edge", "normalise: divide by the mass inside [e_0, e_K], so each row sums to 1", dict(x=torch.tensor([1.9, -1.8]), bin_edges=edges, sigma=sigma)),
+        Case("outside the support", "clip x to [e_0, e_K] first", dict(x=torch.tensor([3.0, -4.0]), bin_edges=edges, sigma=sigma)),
+        Case("wide σ, float64", "the same formula; σ is the normal's standard deviation, not its variance", dict(x=4 * torch.rand(6, generator=gen, dtype=torch.float64) - 2, bin_edges=edges.double(), sigma=2.0)),
+    ]  # fmt: skip
+
+
+@exercise(
+    "04",
+    lambda next_probs, rewards, discounts, support: categorical_projection(
+        next_probs, rewards, discounts, support
+    ),
+    (
+        "Each atom z_j of the next state's distribution moves to r + γ z_j (clipped to the "
+        "support) and keeps its probability p_j.",
+        "That point falls between two atoms l = ⌊b⌋ and u = ⌈b⌉, b = (r + γ z_j − v_min)/Δz: "
+        "give p_j (u − b) to l and p_j (b − l) to u.",
+    ),
+)
+def cases_c51_projection(gen) -> list[Case]:
+    z = torch.linspace(-4, 4, 9)
+
+    def probs(n, dtype=torch.float32):
+        return torch.softmax(torch.randn(n, 9, generator=gen, dtype=dtype), -1)
+
+    return [
+        Case("inside the support", "b = (r + γ z_j − v_min)/Δz; split p_j: (u − b) to l = ⌊b⌋, (b − l) to u = ⌈b⌉", dict(next_probs=probs(2), rewards=torch.tensor([0.25, -0.15]), discounts=torch.tensor([0.9, 0.9]), support=z)),
+        Case("landing on an atom", "when b lands exactly on an atom, l = u and (u − b) + (b − l) = 0: give that atom all of p_j", dict(next_probs=probs(2), rewards=torch.tensor([1.0, 0.0]), discounts=torch.tensor([1.0, 0.0]), support=z)),
+        Case("beyond the support", "clip r + γ z_j to [v_min, v_max] before splitting", dict(next_probs=probs(2), rewards=torch.tensor([3.5, -3.0]), discounts=torch.tensor([0.9, 0.9]), support=z)),
+        Case("random, float64", "the same projection for every row", dict(next_probs=probs(5, torch.float64), rewards=2 * torch.randn(5, generator=gen, dtype=torch.float64), discounts=torch.tensor([0.99, 0.0, 0.9, 0.5, 0.99], dtype=torch.float64), support=z.double())),
+    ]  # fmt: skip
+
+
+# --- 05 · Double DQN ----------------------------------------------------------------------------
+class _Table:
+    """A Q-table standing in for a value network in ``bellman_target`` (observation i → row i)."""
+
+    head = "scalar"
+
+    def __init__(self, q):
+        self.q = q
+
+    def logits(self, obs):
+        return self.q[obs]
+
+    def values_from_logits(self, logits):
+        return logits
+
+    def value(self, obs):
+        return self.q[obs]
+
+
+def expected_double_dqn_target(rewards, next_q_online, next_q_target, terminated, gamma):
+    obs = torch.arange(len(rewards))
+    discount = gamma * (~terminated).to(rewards.dtype)
+    return bellman_target(
+        _Table(next_q_target), obs, rewards, discount, online=_Table(next_q_online)
+    )[0]
+
+
+@exercise(
+    "05",
+    expected_double_dqn_target,
+    (
+        "Two networks, two jobs: the online one chooses the next action, the target one values it.",
+        "a* = next_q_online.argmax(dim=1), then next_q_target[range(B), a*].",
+    ),
+)
+def cases_double_dqn_target(gen) -> list[Case]:
+    def qs(B=6, A=3):
+        return torch.randn(B, A, generator=gen), torch.randn(B, A, generator=gen)
+
+    rewards, none = torch.randn(6, generator=gen), torch.zeros(6, dtype=torch.bool)
+    online, target = qs()
+    q2_online, q2_target = qs()
+    ends = torch.tensor([True, False, True, False, False, True])
+    return [
+        Case("online and target agree", "y = r + γ Q_target(s', a*) with a* = argmax_a Q_online(s', a)", dict(rewards=rewards, next_q_online=target, next_q_target=target, terminated=none, gamma=0.99)),
+        Case("they disagree", "choose a* with the online network and value it with the target network (not max_a Q_target, not Q_online(s', a*))", dict(rewards=rewards, next_q_online=online, next_q_target=target, terminated=none, gamma=0.99)),
+        Case("terminal transitions", "a terminal transition has y = r: multiply by 1 − terminated", dict(rewards=rewards, next_q_online=q2_online, next_q_target=q2_target, terminated=ends, gamma=0.9)),
+    ]  # fmt: skip
+
+
+# --- 08 · pass@k --------------------------------------------------------------------------------
+@exercise(
+    "08",
+    lambda n, c, k: pass_at_k(c, n, k),
+    (
+        "pass@k is the chance that k samples drawn without replacement from your n contain at "
+        "least one of the c correct ones.",
+        "1 − (the chance that all k are wrong) = 1 − C(n − c, k) / C(n, k).",
+    ),
+)
+def cases_pass_at_k(gen) -> list[Case]:
+    return [
+        Case("k = 1", "pass@1 is c / n", dict(n=10, c=3, k=1)),
+        Case("k > 1", "1 − C(n − c, k)/C(n, k); 1 − (1 − c/n)^k is the biased plug-in (it samples with replacement)", dict(n=10, c=3, k=4)),
+        Case("no correct sample", "c = 0 gives 0", dict(n=10, c=0, k=5)),
+        Case("n − c < k", "when n − c < k every k-subset holds a correct sample: 1", dict(n=10, c=8, k=3)),
+        Case("large n", "C(n, k) overflows a float: use exact integers (math.comb) or the product ∏_{i=n−c+1}^{n} (1 − k/i)", dict(n=2000, c=7, k=600)),
+    ]  # fmt: skip
+
+
+# --- 09 · group baselines and aggregation -------------------------------------------------------
+@exercise(
+    "09",
+    lambda rewards, group_size: quietly(rloo, rewards, group_size=group_size),
+    (
+        "Responses i, i+1, … in blocks of group_size share a prompt; compare each with its group.",
+        "The baseline of response i is the mean of the other n − 1 rewards of its group.",
+    ),
+)
+def cases_rloo(gen) -> list[Case]:
+    binary = (torch.rand(15, generator=gen) < 0.4).float()
+    return [
+        Case("one group", "leave the response itself out: its baseline is the mean of the *other* n − 1 rewards", dict(rewards=torch.randn(4, generator=gen), group_size=4)),
+        Case("several groups", "each response's baseline comes from its own group only, rewards[start : start + group_size]", dict(rewards=torch.randn(12, generator=gen), group_size=4)),
+        Case("all-equal rewards", "a group whose rewards are all equal gets advantage 0", dict(rewards=torch.full((4,), 0.5), group_size=4)),
+        Case("groups of one", "a group of one has no other response: its advantage is 0 (not NaN)", dict(rewards=torch.randn(3, generator=gen), group_size=1)),
+        Case("binary rewards", "the same formula on 0/1 rewards", dict(rewards=binary, group_size=5)),
+    ]  # fmt: skip
+
+
+@exercise(
+    "09",
+    lambda rewards, group_size, k: qae(rewards, group_size=group_size, k=k),
+    (
+        "The baseline is a quantile of the group's rewards instead of their mean.",
+        "Sort the group; the baseline is its ⌈k·n⌉-th smallest reward (1-based): "
+        "group.sort().values[math.ceil(k * n) - 1].",
+    ),
+)
+def cases_qae(gen) -> list[Case]:
+    return [
+        Case("a hard prompt", "the baseline is the group's ⌈k·n⌉-th smallest reward: sort, then index ⌈k·n⌉ − 1", dict(rewards=torch.tensor([0.0, 0.0, 1.0, 0.0, 0.0]), group_size=5, k=0.4)),
+        Case("an easy prompt", "on an easy prompt the quantile is 1: only the failures get a (negative) advantage", dict(rewards=torch.tensor([1.0, 1.0, 0.0, 1.0, 1.0]), group_size=5, k=0.4)),
+        Case("real-valued rewards", "no interpolation: torch.quantile interpolates between order statistics; take the order statistic r_(⌈k·n⌉) itself", dict(rewards=torch.randn(5, generator=gen), group_size=5, k=0.3)),
+        Case("several groups", "each group has its own quantile", dict(rewards=torch.randn(12, generator=gen), group_size=4, k=0.6)),
+    ]  # fmt: skip
+
+
+@exercise(
+    "09",
+    lambda values, mask: aggregate(values, mask, "seq-mean-token-mean"),
+    (
+        "Two means: first over each sequence's response tokens, then over the sequences.",
+        "A sequence's mean is (values[b] * mask[b]).sum() / mask[b].sum().",
+    ),
+)
+def cases_seq_mean_token_mean(gen) -> list[Case]:
+    def padded(lengths, L=5):
+        return torch.arange(L)[None, :] < torch.tensor(lengths)[:, None]
+
+    def v(B=3, L=5):
+        return torch.randn(B, L, generator=gen)
+
+    return [
+        Case("no padding", "the mean of each sequence's tokens, then the mean over sequences", dict(values=v(), mask=padded([5, 5, 5]))),
+        Case("padding, equal lengths", "only response tokens count: multiply by the mask, divide by each sequence's token count", dict(values=v(), mask=padded([3, 3, 3]))),
+        Case("unequal lengths", "each sequence's mean first, then the mean over sequences: a short sequence's token weighs more (Σ v·m / Σ m is the token-mean, a different mode)", dict(values=v(), mask=padded([5, 2, 4]))),
+        Case("an empty sequence", "a sequence without response tokens counts as 0 in the mean over sequences (and is counted), not NaN", dict(values=v(), mask=padded([4, 0, 2]))),
+    ]  # fmt: skip
+
+
+# --- 10 · a GRPO loss and token-level GAE -------------------------------------------------------
+def expected_grpo_loss(logp, old_logp, scores, mask, group_size, clip):
+    tokens = broadcast_to_tokens(quietly(grpo, scores, group_size=group_size), mask)
+    return policy_loss(logp, old_logp, tokens, mask, clip, agg="seq-mean-token-mean").loss
+
+
+@exercise(
+    "10",
+    expected_grpo_loss,
+    (
+        "Three steps: a group-normalised advantage per response, PPO's clipped surrogate per "
+        "token, then the seq-mean-token-mean of the per-token losses.",
+        "A = (r − mean_g)/(std_g + 1e−6) with the unbiased std; ρ = exp(logp − old_logp); "
+        "ℓ = −min(ρ A, clip(ρ, 1 − clip, 1 + clip) A).",
+    ),
+)
+def cases_grpo_loss(gen) -> list[Case]:
+    def batch(B, lengths, log_ratio_scale, scores=None, group_size=4, L=5):
+        old = torch.rand(B, L, generator=gen).clamp(min=0.05).log()
+        logp = old + log_ratio_scale * torch.randn(B, L, generator=gen)
+        mask = torch.arange(L)[None, :] < torch.tensor(lengths)[:, None]
+        scores = torch.randn(B, generator=gen) if scores is None else scores
+        return dict(
+            logp=logp, old_logp=old, scores=scores, mask=mask, group_size=group_size, clip=0.2
+        )
+
+    return [
+        Case("ratios inside the clip", "A_i = (r_i − mean_g)/(std_g + 1e−6) with the unbiased std (n − 1), the same on every token of response i; ℓ = −ρ A", batch(8, [5] * 8, 0.05)),
+        Case("ratios outside the clip", "ℓ = −min(ρ A, clip(ρ, 1 − ε, 1 + ε) A): the pessimistic one of the clipped and the unclipped surrogates", batch(8, [5] * 8, 0.5)),
+        Case("padding", "average each response's tokens on the mask, then the responses (seq-mean-token-mean)", batch(8, [5, 1, 3, 4, 2, 5, 5, 3], 0.3)),
+        Case("an all-equal group", "a group whose rewards are all equal has std 0 and advantage 0, not NaN", batch(8, [5] * 8, 0.3, scores=torch.tensor([1.0] * 4 + [0.0, 1.0, 0.0, 0.0]))),
+        Case("groups of one", "a group of one has no spread: its advantage is 0 (torch.std of one value is NaN)", batch(4, [5, 3, 4, 2], 0.3, group_size=1)),
+    ]  # fmt: skip
+
+
+@exercise(
+    "10",
+    lambda scores, values, mask, lmbda: token_gae(scores, values, mask, lmbda).advantages,
+    (
+        "It is GAE with γ = 1 over the response's tokens: the only reward is the score, on the "
+        "last response token, and the value after it is 0.",
+        "δ_t = r_t + V_{t+1} − V_t, A_t = δ_t + λ A_{t+1}, backwards from the last response token; "
+        "padding gets 0.",
+    ),
+)
+def cases_token_gae(gen) -> list[Case]:
+    def batch(lengths, lmbda, L=5):
+        mask = torch.arange(L)[None, :] < torch.tensor(lengths)[:, None]
+        B = len(lengths)
+        return dict(
+            scores=torch.randn(B, generator=gen),
+            values=torch.randn(B, L, generator=gen),
+            mask=mask,
+            lmbda=lmbda,
+        )
+
+    return [
+        Case("one response, λ = 1", "with λ = 1 and γ = 1, A_t = score − V_t: the score is the reward of the last token", batch([5], 1.0)),
+        Case("λ < 1", "δ_t = r_t + V_{t+1} − V_t (V after the last token is 0), A_t = δ_t + λ A_{t+1}, backwards", batch([5, 5], 0.9)),
+        Case("padded responses", "the score is the reward of each row's last *response* token (the mask's last 1), nothing bootstraps past it, and padding gets 0", batch([5, 2, 3], 0.95)),
+        Case("random", "the same recursion on every row", batch([4, 1, 5, 3], 0.7)),
+    ]  # fmt: skip

@@ -1,0 +1,258 @@
+"""Reference solutions of the exercises, written the way a reader would: plain loops, one step of
+the definition per line. ``rlnb.exercises.solution(name)`` prints one; ``tests/test_exercises.py``
+checks that each passes its grader (whose expected values come from the library).
+
+Time series are 1-D tensors of length T (``terminated``, ``truncated``: bool); conventions as in
+``rlnb.estimators.returns``: ``next_values[t] = V(s_{t+1})``, a terminated step bootstraps nothing,
+a truncated step bootstraps from ``next_values[t]`` but no trace crosses it, and the last step of
+the window bootstraps from ``next_values[T-1]`` unless it terminated.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+# --- 00 · the tour --------------------------------------------------------------------------------
+def td0_update(V, s, r, s_next, terminated, alpha, gamma):
+    """One TD(0) step: ``V(s) ← V(s) + α [r + γ (1 − terminated) V(s') − V(s)]``."""
+    V = V.clone()
+    target = r if terminated else r + gamma * V[s_next]
+    V[s] = V[s] + alpha * (target - V[s])
+    return V
+
+
+# --- 01 · returns and TD ------------------------------------------------------------------------
+def n_step_return(rewards, next_values, terminated, truncated, gamma, n):
+    """``G_t = r_t + γ r_{t+1} + … + γ^{m−1} r_{t+m−1} + γ^m V(s_{t+m})``, the window ``m ≤ n``
+    ending early at the episode's end (no bootstrap after a terminated step) or the data's end."""
+    T = len(rewards)
+    G = torch.zeros_like(rewards)
+    for t in range(T):
+        total, discount = 0.0, 1.0
+        for i in range(t, min(t + n, T)):
+            total += discount * rewards[i]
+            discount *= gamma
+            if terminated[i]:
+                break
+            if truncated[i] or i == t + n - 1 or i == T - 1:
+                total += discount * next_values[i]
+                break
+        G[t] = total
+    return G
+
+
+def lambda_return(rewards, next_values, terminated, truncated, gamma, lmbda):
+    """``G_t = r_t + γ [(1 − λ) V(s_{t+1}) + λ G_{t+1}]`` backwards, ``G_{t+1}`` replaced by
+    ``V(s_{t+1})`` at a truncated step and at the window's end; ``G_t = r_t`` at a terminated step."""
+    T = len(rewards)
+    G = torch.zeros_like(rewards)
+    for t in reversed(range(T)):
+        if terminated[t]:
+            G[t] = rewards[t]
+            continue
+        following = next_values[t] if (truncated[t] or t == T - 1) else G[t + 1]
+        G[t] = rewards[t] + gamma * ((1 - lmbda) * next_values[t] + lmbda * following)
+    return G
+
+
+# --- 02 · advantage estimation ------------------------------------------------------------------
+def gae(rewards, values, next_values, terminated, truncated, gamma, lmbda):
+    """``δ_t = r_t + γ (1 − terminated_t) V(s_{t+1}) − V(s_t)``, ``A_t = δ_t + γλ (1 − done_t) A_{t+1}``."""
+    T = len(rewards)
+    A = torch.zeros_like(rewards)
+    following = 0.0
+    for t in reversed(range(T)):
+        bootstrap = 0.0 if terminated[t] else gamma * next_values[t]
+        delta = rewards[t] + bootstrap - values[t]
+        if terminated[t] or truncated[t]:
+            following = 0.0  # the trace does not cross an episode's end
+        following = delta + gamma * lmbda * following
+        A[t] = following
+    return A
+
+
+def vtrace(
+    rewards, values, next_values, terminated, truncated, target_logp, behavior_logp, gamma,
+    rho_clip, c_clip,
+):  # fmt: skip
+    """V-trace value targets (λ = 1): ``v_t = V(s_t) + δ_t + γ c_t (v_{t+1} − V(s_{t+1}))`` with
+    ``δ_t = ρ_t (r_t + γ (1 − terminated_t) V(s_{t+1}) − V(s_t))``, ``ρ_t = min(ρ̄, π/μ)``,
+    ``c_t = min(c̄, π/μ)``; the correction is cut at every episode's end."""
+    ratio = (target_logp - behavior_logp).exp()
+    T = len(rewards)
+    vs = torch.zeros_like(rewards)
+    correction = 0.0  # v_{t+1} − V(s_{t+1})
+    for t in reversed(range(T)):
+        rho = min(ratio[t], rho_clip)
+        c = min(ratio[t], c_clip)
+        bootstrap = 0.0 if terminated[t] else gamma * next_values[t]
+        delta = rho * (rewards[t] + bootstrap - values[t])
+        if terminated[t] or truncated[t]:
+            correction = 0.0
+        correction = delta + gamma * c * correction
+        vs[t] = values[t] + correction
+    return vs
+
+
+# --- 03 · regularized dynamic programming -------------------------------------------------------
+def soft_bellman_backup(Q, P, r, gamma, tau):
+    """``Q'(s, a) = r(s, a) + γ Σ_s' P(s'|s, a) V(s')`` with ``V(s') = τ log Σ_a exp(Q(s', a)/τ)``
+    (``max_a Q(s', a)`` when τ = 0). ``Q, r: [S, A]``, ``P: [S, A, S]``."""
+    if tau == 0:
+        V = Q.max(dim=1).values
+    else:
+        V = tau * torch.logsumexp(Q / tau, dim=1)  # not log(sum(exp)): exp(Q/τ) overflows
+    return r + gamma * P @ V
+
+
+def mdvi_step(Q, s_prev, P, r, gamma, kl, entropy):
+    """One MDVI iteration with the exact model: with ``α = λ/(λ+κ)``, ``β = 1/(λ+κ)``,
+    ``s = Q + α s_prev``, ``w = M_β s − α M_β s_prev`` (``M_β f = (1/β) log Σ_a exp(β f)``),
+    ``Q_next = r + γ P w``. Returns ``(Q_next, s)``."""
+    alpha = kl / (kl + entropy)
+    beta = 1.0 / (kl + entropy)
+    s = Q + alpha * s_prev
+
+    def M(f):
+        return torch.logsumexp(beta * f, dim=1) / beta
+
+    w = M(s) - alpha * M(s_prev)
+    return r + gamma * P @ w, s
+
+
+# --- 04 · value losses --------------------------------------------------------------------------
+def two_hot(x, support):
+    """``[N, K]``: for ``z_i ≤ x ≤ z_{i+1}``, weight ``(z_{i+1} − x)/(z_{i+1} − z_i)`` on ``z_i``
+    and the rest on ``z_{i+1}``; ``x`` outside the support is clipped to its ends."""
+    K = len(support)
+    out = torch.zeros(len(x), K, dtype=x.dtype)
+    for n in range(len(x)):
+        v = x[n].clamp(support[0], support[-1])
+        for i in range(K - 1):
+            if support[i] <= v <= support[i + 1]:
+                w = (v - support[i]) / (support[i + 1] - support[i])
+                out[n, i] = 1 - w
+                out[n, i + 1] = w
+                break
+    return out
+
+
+def hl_gauss(x, bin_edges, sigma):
+    """``p_k ∝ Φ((e_{k+1} − x)/σ) − Φ((e_k − x)/σ)``, normalised over the bins; ``x`` clipped to
+    ``[e_0, e_K]``. ``[N, K]`` for ``K + 1`` edges."""
+    x = x.clamp(bin_edges[0], bin_edges[-1])
+    normal = torch.distributions.Normal(x[:, None], sigma)
+    cdf = normal.cdf(bin_edges[None, :])
+    mass = cdf[:, 1:] - cdf[:, :-1]
+    return mass / mass.sum(dim=1, keepdim=True)
+
+
+def c51_projection(next_probs, rewards, discounts, support):
+    """C51's target: each atom ``z_j`` moves to ``clip(r + γ z_j)`` and its probability is split
+    between the two neighbouring atoms (all of it when it lands on one). Evenly spaced support."""
+    N, K = next_probs.shape
+    v_min, v_max = support[0], support[-1]
+    dz = (v_max - v_min) / (K - 1)
+    m = torch.zeros_like(next_probs)
+    for n in range(N):
+        for j in range(K):
+            tz = (rewards[n] + discounts[n] * support[j]).clamp(v_min, v_max)
+            b = (tz - v_min) / dz
+            lo, hi = math.floor(b), math.ceil(b)
+            if lo == hi:
+                m[n, lo] += next_probs[n, j]
+            else:
+                m[n, lo] += next_probs[n, j] * (hi - b)
+                m[n, hi] += next_probs[n, j] * (b - lo)
+    return m
+
+
+# --- 05 · deep Q-learning -----------------------------------------------------------------------
+def double_dqn_target(rewards, next_q_online, next_q_target, terminated, gamma):
+    """``y = r + γ (1 − terminated) Q_target(s', argmax_a Q_online(s', a))``. ``[B]``, ``[B, A]``."""
+    best = next_q_online.argmax(dim=1)
+    next_value = next_q_target[torch.arange(len(best)), best]
+    return rewards + gamma * (~terminated) * next_value
+
+
+# --- 08 · the tiny reasoner ---------------------------------------------------------------------
+def pass_at_k(n, c, k):
+    """Unbiased pass@k from ``n`` samples of which ``c`` are correct: ``1 − C(n − c, k) / C(n, k)``."""
+    if n - c < k:
+        return 1.0
+    return 1.0 - math.comb(n - c, k) / math.comb(n, k)
+
+
+# --- 09 · group baselines -----------------------------------------------------------------------
+def rloo(rewards, group_size):
+    """``A_i = r_i − mean of the other responses of its group``; a group of one gets 0."""
+    adv = torch.zeros_like(rewards)
+    for start in range(0, len(rewards), group_size):
+        group = rewards[start : start + group_size]
+        n = len(group)
+        if n == 1:
+            continue  # no other response to compare with
+        for i in range(n):
+            others = (group.sum() - group[i]) / (n - 1)
+            adv[start + i] = group[i] - others
+    return adv
+
+
+def qae(rewards, group_size, k):
+    """``A_i = r_i − r_(⌈k·n⌉)``: the baseline is the group's ⌈k·n⌉-th smallest reward."""
+    adv = torch.zeros_like(rewards)
+    for start in range(0, len(rewards), group_size):
+        group = rewards[start : start + group_size]
+        rank = math.ceil(k * len(group))  # 1-based
+        baseline = group.sort().values[rank - 1]
+        adv[start : start + group_size] = group - baseline
+    return adv
+
+
+def seq_mean_token_mean(values, mask):
+    """The mean over sequences of each sequence's mean over its response tokens (``mask``);
+    a sequence without tokens counts as 0."""
+    per_sequence = []
+    for b in range(values.shape[0]):
+        n = mask[b].sum()
+        total = (values[b] * mask[b]).sum()
+        per_sequence.append(total / n if n > 0 else total * 0)
+    return torch.stack(per_sequence).mean()
+
+
+# --- 10 · LM RL ---------------------------------------------------------------------------------
+def grpo_loss(logp, old_logp, scores, mask, group_size, clip):
+    """GRPO's loss on a batch: ``A = (r − mean_g) / (std_g + 1e−6)`` (unbiased std, 0 for a group
+    of one), spread over the response tokens; per token ``ℓ = −min(ρ A, clip(ρ, 1 ± ε) A)`` with
+    ``ρ = exp(logp − old_logp)``; aggregated seq-mean-token-mean."""
+    groups = scores.reshape(-1, group_size)
+    if group_size == 1:
+        adv = torch.zeros_like(scores)
+    else:
+        centred = groups - groups.mean(dim=1, keepdim=True)
+        adv = (centred / (groups.std(dim=1, keepdim=True) + 1e-6)).reshape(-1)
+    A = adv[:, None]
+    ratio = (logp - old_logp).exp()
+    per_token = -torch.minimum(ratio * A, ratio.clamp(1 - clip, 1 + clip) * A)
+    return seq_mean_token_mean(per_token, mask)
+
+
+def token_gae(scores, values, mask, lmbda):
+    """GAE over response tokens with γ = 1 and the score as the reward of the last response token
+    (right-padded ``mask``): ``δ_t = r_t + V_{t+1} − V_t`` (``V`` after the last token is 0),
+    ``A_t = δ_t + λ A_{t+1}``; 0 off the mask."""
+    B, L = values.shape
+    A = torch.zeros_like(values)
+    for b in range(B):
+        n = int(mask[b].sum())
+        following = 0.0
+        for t in reversed(range(n)):
+            reward = scores[b] if t == n - 1 else 0.0
+            next_value = values[b, t + 1] if t < n - 1 else 0.0
+            delta = reward + next_value - values[b, t]
+            following = delta + lmbda * following
+            A[b, t] = following
+    return A

@@ -1,0 +1,369 @@
+"""The exercises' graders: every reference solution passes, every typical wrong answer fails on
+the input it should and gets the hint meant for it, and an unattempted exercise never fails."""
+
+import json
+import math
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+import rlnb.exercises as ex
+from rlnb.exercises import catalog, solutions
+from rlnb.exercises.grader import compare
+from rlnb.notebook import METRICS_ENV, read_records
+
+NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+TAUGHT = ("00", "01", "02", "03", "04", "05", "08", "09", "10")
+
+
+@pytest.mark.parametrize("name", sorted(ex.EXERCISES))
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_reference_solution_passes_its_grader(name, seed):
+    verdict = ex.check(name, ex.EXERCISES[name].solution, seed=seed, verbose=False)
+    assert verdict.status == "passed", verdict.message
+
+
+# --- typical wrong answers: (exercise, the key of the case it must fail on, the function) -------
+def gae_truncation_as_termination(
+    rewards, values, next_values, terminated, truncated, gamma, lmbda
+):
+    return solutions.gae(
+        rewards, values, next_values, terminated | truncated, truncated, gamma, lmbda
+    )
+
+
+def gae_crossing_dones(rewards, values, next_values, terminated, truncated, gamma, lmbda):
+    A, following = torch.zeros_like(rewards), 0.0
+    for t in reversed(range(len(rewards))):
+        delta = rewards[t] + (0.0 if terminated[t] else gamma * next_values[t]) - values[t]
+        following = delta + gamma * lmbda * following  # never reset at an episode's end
+        A[t] = following
+    return A
+
+
+def n_step_one_too_many(rewards, next_values, terminated, truncated, gamma, n):
+    return solutions.n_step_return(rewards, next_values, terminated, truncated, gamma, n + 1)
+
+
+def lambda_return_no_truncation(rewards, next_values, terminated, truncated, gamma, lmbda):
+    return solutions.lambda_return(
+        rewards, next_values, terminated | truncated, torch.zeros_like(truncated), gamma, lmbda
+    )
+
+
+def vtrace_unclipped(r, v, nv, term, trunc, tlp, blp, gamma, rho_clip, c_clip):
+    return solutions.vtrace(r, v, nv, term, trunc, tlp, blp, gamma, math.inf, math.inf)
+
+
+def vtrace_one_clip(r, v, nv, term, trunc, tlp, blp, gamma, rho_clip, c_clip):
+    return solutions.vtrace(r, v, nv, term, trunc, tlp, blp, gamma, rho_clip, rho_clip)
+
+
+def td0_bootstraps_terminal(V, s, r, s_next, terminated, alpha, gamma):
+    return solutions.td0_update(V, s, r, s_next, False, alpha, gamma)
+
+
+def soft_backup_naive_exp(Q, P, r, gamma, tau):
+    V = Q.max(dim=1).values if tau == 0 else tau * torch.log(torch.exp(Q / tau).sum(dim=1))
+    return r + gamma * P @ V
+
+
+def soft_backup_hard_max(Q, P, r, gamma, tau):
+    return solutions.soft_bellman_backup(Q, P, r, gamma, 0.0)
+
+
+def mdvi_without_the_past(Q, s_prev, P, r, gamma, kl, entropy):
+    return solutions.mdvi_step(Q, torch.zeros_like(s_prev), P, r, gamma, kl, entropy)
+
+
+def two_hot_unclipped(x, support):
+    out = torch.zeros(len(x), len(support), dtype=x.dtype)
+    for n in range(len(x)):
+        for i in range(len(support) - 1):
+            if support[i] <= x[n] <= support[i + 1]:
+                w = (x[n] - support[i]) / (support[i + 1] - support[i])
+                out[n, i], out[n, i + 1] = 1 - w, w
+                break
+    return out  # a row of zeros outside the support
+
+
+def two_hot_global_spacing(x, support):
+    out = torch.zeros(len(x), len(support), dtype=x.dtype)
+    dz = (support[-1] - support[0]) / (len(support) - 1)
+    for n in range(len(x)):
+        v = x[n].clamp(support[0], support[-1])
+        i = min(int(torch.searchsorted(support, v, right=True)) - 1, len(support) - 2)
+        w = (v - support[i]) / dz
+        out[n, i], out[n, i + 1] = 1 - w, w
+    return out
+
+
+def hl_gauss_density_at_centres(x, bin_edges, sigma):
+    centres = (bin_edges[1:] + bin_edges[:-1]) / 2
+    d = torch.exp(-0.5 * ((centres[None, :] - x[:, None]) / sigma) ** 2)
+    return d / d.sum(dim=1, keepdim=True)
+
+
+def hl_gauss_unnormalised(x, bin_edges, sigma):
+    cdf = torch.distributions.Normal(x.clamp(bin_edges[0], bin_edges[-1])[:, None], sigma).cdf(
+        bin_edges
+    )
+    return cdf[:, 1:] - cdf[:, :-1]
+
+
+def c51_drops_mass_on_atoms(next_probs, rewards, discounts, support):
+    N, K = next_probs.shape
+    dz = (support[-1] - support[0]) / (K - 1)
+    m = torch.zeros_like(next_probs)
+    for n in range(N):
+        for j in range(K):
+            b = (
+                (rewards[n] + discounts[n] * support[j]).clamp(support[0], support[-1]) - support[0]
+            ) / dz
+            lo, hi = math.floor(b), math.ceil(b)
+            m[n, lo] += next_probs[n, j] * (hi - b)
+            m[n, hi] += next_probs[n, j] * (b - lo)
+    return m
+
+
+def dqn_target_not_double(rewards, next_q_online, next_q_target, terminated, gamma):
+    return rewards + gamma * (~terminated) * next_q_target.max(dim=1).values
+
+
+def pass_at_k_plug_in(n, c, k):
+    return 1 - (1 - c / n) ** k
+
+
+def pass_at_k_float_factorials(n, c, k):
+    def comb(a, b):
+        return math.gamma(a + 1) / (math.gamma(b + 1) * math.gamma(a - b + 1)) if a >= b else 0.0
+
+    try:
+        return 1 - comb(n - c, k) / comb(n, k)
+    except OverflowError:
+        return math.nan
+
+
+def rloo_mean_with_itself(rewards, group_size):
+    g = rewards.reshape(-1, group_size)
+    return (g - g.mean(dim=1, keepdim=True)).reshape(-1)
+
+
+def rloo_batch_baseline(rewards, group_size):
+    n = len(rewards)
+    return rewards - (rewards.sum() - rewards) / (n - 1)
+
+
+def rloo_nan_for_one(rewards, group_size):
+    g = rewards.reshape(-1, group_size)
+    return (g - (g.sum(1, keepdim=True) - g) / (group_size - 1)).reshape(-1)
+
+
+def qae_interpolated(rewards, group_size, k):
+    g = rewards.reshape(-1, group_size)
+    return (g - torch.quantile(g, k, dim=1, keepdim=True)).reshape(-1)
+
+
+def aggregate_without_mask(values, mask):
+    return values.mean()
+
+
+def aggregate_token_mean(values, mask):
+    return (values * mask).sum() / mask.sum()
+
+
+def aggregate_nan_on_empty(values, mask):
+    return ((values * mask).sum(1) / mask.sum(1)).mean()
+
+
+def grpo_biased_std(logp, old_logp, scores, mask, group_size, clip):
+    g = scores.reshape(-1, group_size)
+    s = g.std(dim=1, keepdim=True, unbiased=False)
+    adv = ((g - g.mean(1, keepdim=True)) / (s + 1e-6)).reshape(-1)
+    return grpo_loss_with(adv, logp, old_logp, mask, clip)
+
+
+def grpo_loss_with(adv, logp, old_logp, mask, clip):
+    ratio = (logp - old_logp).exp()
+    per_token = -torch.minimum(ratio * adv[:, None], ratio.clamp(1 - clip, 1 + clip) * adv[:, None])
+    return solutions.seq_mean_token_mean(per_token, mask)
+
+
+def grpo_unclipped(logp, old_logp, scores, mask, group_size, clip):
+    return solutions.grpo_loss(logp, old_logp, scores, mask, group_size, 1e9)
+
+
+def grpo_token_mean(logp, old_logp, scores, mask, group_size, clip):
+    full = solutions.grpo_loss(logp, old_logp, scores, torch.ones_like(mask), group_size, clip)
+    return full if bool(mask.all()) else full + 1.0  # stands in for any other aggregation
+
+
+def grpo_nan_for_one(logp, old_logp, scores, mask, group_size, clip):
+    g = scores.reshape(-1, group_size)
+    adv = ((g - g.mean(1, keepdim=True)) / (g.std(1, keepdim=True) + 1e-6)).reshape(-1)
+    return grpo_loss_with(adv, logp, old_logp, mask, clip)
+
+
+def token_gae_reward_on_last_column(scores, values, mask, lmbda):
+    return solutions.token_gae(scores, values, torch.ones_like(mask), lmbda) * mask
+
+
+WRONG = [
+    ("td0_update", "a terminal step", td0_bootstraps_terminal),
+    ("n_step_return", "no episode end", n_step_one_too_many),
+    ("lambda_return", "truncated mid-window", lambda_return_no_truncation),
+    ("gae", "truncated mid-window", gae_truncation_as_termination),
+    ("gae", "terminated mid-window", gae_crossing_dones),
+    ("vtrace", "ratios above the clip", vtrace_unclipped),
+    ("vtrace", "ρ̄ ≠ c̄, random episode ends", vtrace_one_clip),
+    ("soft_bellman_backup", "τ = 1", soft_backup_hard_max),
+    ("soft_bellman_backup", "small τ, large Q", soft_backup_naive_exp),
+    ("mdvi_step", "κ = 0 (α = 1)", mdvi_without_the_past),
+    ("two_hot", "outside the support", two_hot_unclipped),
+    ("two_hot", "uneven support, float64", two_hot_global_spacing),
+    ("hl_gauss", "near the centre", hl_gauss_density_at_centres),
+    ("hl_gauss", "near an edge", hl_gauss_unnormalised),
+    ("c51_projection", "landing on an atom", c51_drops_mass_on_atoms),
+    ("double_dqn_target", "they disagree", dqn_target_not_double),
+    ("pass_at_k", "k > 1", pass_at_k_plug_in),
+    ("pass_at_k", "large n", pass_at_k_float_factorials),
+    ("rloo", "one group", rloo_mean_with_itself),
+    ("rloo", "several groups", rloo_batch_baseline),
+    ("rloo", "groups of one", rloo_nan_for_one),
+    ("qae", "real-valued rewards", qae_interpolated),
+    ("seq_mean_token_mean", "padding, equal lengths", aggregate_without_mask),
+    ("seq_mean_token_mean", "unequal lengths", aggregate_token_mean),
+    ("seq_mean_token_mean", "an empty sequence", aggregate_nan_on_empty),
+    ("grpo_loss", "ratios inside the clip", grpo_biased_std),
+    ("grpo_loss", "ratios outside the clip", grpo_unclipped),
+    ("grpo_loss", "padding", grpo_token_mean),
+    ("grpo_loss", "groups of one", grpo_nan_for_one),
+    ("token_gae", "padded responses", token_gae_reward_on_last_column),
+]
+
+
+@pytest.mark.parametrize(("name", "key", "wrong"), WRONG, ids=[w.__name__ for *_, w in WRONG])
+def test_wrong_answer_fails_with_its_hint(name, key, wrong):
+    verdict = ex.check(name, wrong, verbose=False)
+    assert verdict.status == "failed"
+    assert verdict.case == key, verdict.message
+    case = next(
+        c for c in ex.EXERCISES[name].cases(torch.Generator().manual_seed(0)) if c.key == key
+    )
+    assert verdict.message.endswith(f"hint: {case.hint}")
+
+
+def test_every_exercise_has_a_wrong_answer_in_these_tests():
+    assert {name for name, *_ in WRONG} == set(ex.EXERCISES)
+
+
+def test_wrong_verdict_shows_the_input_as_a_table_with_expected_and_got(capsys):
+    ex.check("gae", gae_truncation_as_termination)
+    out = capsys.readouterr().out
+    assert out.startswith("✗ gae: wrong on input 5 of 6 (truncated mid-window): values differ")
+    header = out.splitlines()[1].split()
+    assert header == [
+        "rewards",
+        "values",
+        "next_values",
+        "terminated",
+        "truncated",
+        "expected",
+        "got",
+    ]
+    assert "gamma = 0.9" in out and "lmbda = 0.8" in out
+
+
+def test_right_and_unattempted_verdicts(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv(METRICS_ENV, str(tmp_path / "m.jsonl"))
+    assert ex.check("gae", solutions.gae)
+    unattempted = ex.check("rloo", lambda rewards, group_size: None)
+    assert unattempted.status == "not attempted" and not unattempted
+    out = capsys.readouterr().out
+    assert "✓ gae: right on all 6 inputs" in out
+    assert "○ rloo: not attempted yet" in out
+    records = read_records(tmp_path / "m.jsonl")
+    assert records["exercise gae"] == "passed"
+    assert records["exercise rloo"] == "not attempted"
+
+
+def test_a_function_that_raises_or_returns_junk_fails_without_raising():
+    def boom(rewards, group_size):
+        raise IndexError("index 4 is out of bounds")
+
+    verdict = ex.check("rloo", boom, verbose=False)
+    assert verdict.case == "one group" and "raised IndexError: index 4" in verdict.message
+    verdict = ex.check("rloo", lambda rewards, group_size: "nope", verbose=False)
+    assert verdict.status == "failed" and "got a str" in verdict.message
+    verdict = ex.check("rloo", lambda rewards, group_size: rewards[:2], verbose=False)
+    assert "expected shape (4,), got shape (2,)" in verdict.message
+
+
+def test_compare_rejects_wrong_values_of_the_right_shape_and_nan():
+    want = torch.tensor([1.0, 2.0])
+    assert compare(torch.tensor([1.0, 2.0]), want, 1e-4, 1e-5) == ""
+    assert compare(torch.tensor([1.0, 2.1]), want, 1e-4, 1e-5).startswith("values differ")
+    assert "NaN" in compare(torch.tensor([1.0, math.nan]), want, 1e-4, 1e-5)
+    assert compare(0.5, torch.tensor(0.5, dtype=torch.float64), 1e-4, 1e-5) == ""
+    assert "tuple" in compare(torch.zeros(2), (want, want), 1e-4, 1e-5)
+
+
+def test_bad_arguments_are_value_errors():
+    with pytest.raises(ValueError, match="name: expected one of"):
+        ex.check("gea", solutions.gae)
+    with pytest.raises(ValueError, match="fn: expected your function"):
+        ex.check("gae", None)
+
+
+def test_hints_come_one_at_a_time_and_the_solution_prints_its_source(capsys):
+    ex.grader._hints_shown.pop("qae", None)
+    first, second, third, again = (ex.hint("qae") for _ in range(4))
+    n = len(ex.EXERCISES["qae"].hints)
+    assert first.startswith(f"hint 1 of {n}") and second.startswith(f"hint 2 of {n}")
+    assert 'solution("qae")' in third and again == third
+    source = ex.solution("qae")
+    assert source.startswith("def qae(rewards, group_size, k):")
+    assert "def qae" in capsys.readouterr().out
+
+
+def test_mdvi_step_iterated_reaches_the_library_soft_value_iteration():
+    """The MDVI exercise's expected values are a formula, so pin it: with λ = 0 the step is the
+    soft Bellman backup, whose fixed point is ``soft_value_iteration``'s Q."""
+    from rlnb.envs.tabular import garnet
+    from rlnb.train.planning import expected_rewards, soft_value_iteration
+
+    mdp = garnet(n_states=6, n_actions=3, branching=2, seed=0)
+    tau = 0.5
+    Q_star = soft_value_iteration(mdp, tau)[0]
+    P, r = mdp.P, expected_rewards(mdp)
+    Q = torch.zeros_like(Q_star)
+    for _ in range(2000):
+        Q, _ = catalog.expected_mdvi_step(Q, torch.zeros_like(Q), P, r, mdp.gamma, 0.0, tau)
+    torch.testing.assert_close(Q, Q_star, atol=1e-8, rtol=0)
+    # λ > 0, κ = 0 (α = 1): π_k = softmax(β s_k) concentrates on the optimal actions
+    Q, s = torch.zeros_like(Q_star), torch.zeros_like(Q_star)
+    for _ in range(300):
+        Q, s = catalog.expected_mdvi_step(Q, s, P, r, mdp.gamma, 1.0, 0.0)
+    assert torch.equal(s.argmax(-1), soft_value_iteration(mdp, 0.0)[2].argmax(-1))
+
+
+def _exercise_cells(nb_path: Path) -> list[str]:
+    nb = json.loads(nb_path.read_text(encoding="utf-8"))
+    sources = ["".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code"]
+    return [name for src in sources for name in re.findall(r'exercises\.check\(\s*"(\w+)"', src)]
+
+
+@pytest.mark.parametrize("nb_id", TAUGHT)
+def test_every_taught_notebook_has_its_exercises_with_a_placeholder(nb_id):
+    (path,) = NOTEBOOKS.glob(f"{nb_id}_*.ipynb")
+    names = _exercise_cells(path)
+    assert names == ex.exercises_of(nb_id)
+    nb = json.loads(path.read_text(encoding="utf-8"))
+    for name in names:
+        cell = next(
+            "".join(c["source"]) for c in nb["cells"]
+            if c["cell_type"] == "code" and f'exercises.check("{name}"' in "".join(c["source"])
+        )  # fmt: skip
+        assert "return None" in cell, f"{path.name}: the {name} cell should ship unattempted"
