@@ -17,17 +17,23 @@ from rlnb.notebook import PROFILES
 COLAB = "https://colab.research.google.com/github/rlnb/rlnb/blob/main/notebooks/{name}.ipynb"
 
 
+def _exercises(info: runner.NotebookInfo) -> str:
+    """``2: `gae`, `vtrace` `` (how many "Try it" cells, and what they grade), or ``—``."""
+    names = ", ".join(f"`{n}`" for n in info.exercises)
+    return f"{len(info.exercises)}: {names}" if info.exercises else "—"
+
+
 def markdown_table(infos: list[runner.NotebookInfo]) -> str:
     """The README's notebook table (``rlnb list --markdown``)."""
     rows = [
-        "| # | notebook | builds on | papers | runtime | Colab |",
-        "|---|---|---|---|---|---|",
+        "| # | notebook | builds on | papers | exercises | runtime | Colab |",
+        "|---|---|---|---|---|---|---|",
     ]
     for i in infos:
         badge = f"[open]({COLAB.format(name=i.name)})"
         rows.append(
             f"| {i.id} | [{i.title}](notebooks/{i.name}.ipynb) | {i.builds_on or '—'} "
-            f"| {i.papers} | {i.runtime} | {badge} |"
+            f"| {i.papers} | {_exercises(i)} | {i.runtime} | {badge} |"
         )
     return "\n".join(rows)
 
@@ -109,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(
                     f"{i.id}  {i.title}\n    builds on: {i.builds_on or '-'}"
                     f"\n    papers: {i.papers or '-'}\n    runtime: {i.runtime or '-'}"
+                    f"\n    exercises: {', '.join(i.exercises) or '-'}"
                 )
         for i in broken:
             print(f"rlnb: {i.error}", file=sys.stderr)

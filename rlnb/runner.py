@@ -45,6 +45,7 @@ class NotebookInfo:
     papers: str
     runtime: str
     builds_on: str = ""  # "01, 02": the notebooks to read first ("—" for none)
+    exercises: tuple[str, ...] = ()  # the names its "Try it" cells grade, in order
     error: str = ""  # why the file could not be read (a corrupt .ipynb); empty when it could
 
     @property
@@ -81,6 +82,11 @@ def notebooks_dir() -> Path:
     )
 
 
+# a "Try it" cell: ``exercises.check("gae", my_gae)`` (rlnb.exercises)
+EXERCISE_RE = re.compile(r'exercises\.check\(\s*"(\w+)"')
+EXERCISE_METRIC = "exercise "  # rlnb.exercises.check records "exercise <name>" = its status
+
+
 def _field(text: str, key: str) -> str:
     m = re.search(rf"\*\*{key}:\*\*\s*(.+)", text)
     return m.group(1).strip() if m else ""
@@ -88,7 +94,8 @@ def _field(text: str, key: str) -> str:
 
 def read_info(path: Path) -> NotebookInfo:
     """Number, title, papers, runtime and reading order from the first markdown cell:
-    ``# NN · Title``, then lines ``**Papers:** ...``, ``**Runtime:** ...`` and ``**Builds on:** ...``."""
+    ``# NN · Title``, then lines ``**Papers:** ...``, ``**Runtime:** ...`` and ``**Builds on:** ...``;
+    the exercises from the code cells' ``exercises.check("name", ...)`` calls."""
     path = Path(path)
     m = NAME_RE.match(path.name)
     if not m:
@@ -101,10 +108,11 @@ def read_info(path: Path) -> NotebookInfo:
         nb = nbformat.read(path, as_version=4)
     except Exception as exc:  # corrupt JSON, not a notebook: say which file, let the others run
         error = f"{path.name}: cannot read the notebook ({type(exc).__name__}: {exc})"
-        return NotebookInfo(m.group(1), path.stem, path, "", "", "", "", error.splitlines()[0])
+        return NotebookInfo(m.group(1), path.stem, path, "", "", "", error=error.splitlines()[0])
     first = next((c.source for c in nb.cells if c.cell_type == "markdown"), "")
     heading = next((ln for ln in first.splitlines() if ln.startswith("# ")), f"# {path.stem}")
     title = re.sub(r"^#\s*(\d+[a-z]?\s*[·:.-]\s*)?", "", heading).strip()
+    code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
     return NotebookInfo(
         m.group(1),
         path.stem,
@@ -113,6 +121,7 @@ def read_info(path: Path) -> NotebookInfo:
         _field(first, "Papers"),
         _field(first, "Runtime"),
         _field(first, "Builds on"),
+        tuple(EXERCISE_RE.findall(code)),
     )
 
 
@@ -471,6 +480,17 @@ def _fmt(v) -> str:
     return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
+def _split_exercises(metrics: dict) -> tuple[dict, dict]:
+    """The claims' metrics, and the exercises' statuses (``{"gae": "not attempted"}``)."""
+    claims = {k: v for k, v in metrics.items() if not k.startswith(EXERCISE_METRIC)}
+    exercises = {
+        k.removeprefix(EXERCISE_METRIC): v
+        for k, v in metrics.items()
+        if k.startswith(EXERCISE_METRIC)
+    }
+    return claims, exercises
+
+
 def write_report(out_dir: Path, results: list[Result], meta: dict) -> None:
     """Write ``metrics.json``, ``summary.md`` and ``index.html`` for the results so far."""
     out_dir = Path(out_dir)
@@ -478,12 +498,18 @@ def write_report(out_dir: Path, results: list[Result], meta: dict) -> None:
     (out_dir / "metrics.json").write_text(json.dumps(data, indent=2, default=str), encoding="utf-8")
 
     head = f"profile `{meta['profile']}` · device `{meta['device']}` · torch {meta['torch']} · commit `{meta['git_commit'][:10]}`"
-    rows = ["| notebook | status | seconds | metrics | error |", "|---|---|---:|---|---|"]
+    rows = [
+        "| notebook | status | seconds | metrics | exercises | error |",
+        "|---|---|---:|---|---|---|",
+    ]
     for r in results:
         link = f"[{r.name}]({r.html or r.ipynb})" if (r.html or r.ipynb) else r.name
-        metrics = ", ".join(f"{k}={_fmt(v)}" for k, v in r.metrics.items())
+        metrics, exercises = _split_exercises(r.metrics)
+        metrics = ", ".join(f"{k}={_fmt(v)}" for k, v in metrics.items())
+        exercises = ", ".join(f"{k}: {v}" for k, v in exercises.items())
         rows.append(
-            f"| {link} | {r.status} | {r.seconds:.1f} | {metrics} | {r.error.replace('|', '/')} |"
+            f"| {link} | {r.status} | {r.seconds:.1f} | {metrics} | {exercises} "
+            f"| {r.error.replace('|', '/')} |"
         )
     (out_dir / "summary.md").write_text(
         f"# rlnb run {meta['started']}\n\n{head}\n\n" + "\n".join(rows) + "\n", encoding="utf-8"
@@ -497,10 +523,13 @@ def write_report(out_dir: Path, results: list[Result], meta: dict) -> None:
             if (r.html or r.ipynb)
             else esc(r.name)
         )
-        metrics = "<br>".join(f"{esc(k)} = {esc(_fmt(v))}" for k, v in r.metrics.items())
+        metrics, exercises = _split_exercises(r.metrics)
+        metrics = "<br>".join(f"{esc(k)} = {esc(_fmt(v))}" for k, v in metrics.items())
+        exercises = "<br>".join(f"{esc(k)}: {esc(v)}" for k, v in exercises.items())
         trs.append(
             f'<tr class="{esc(r.status)}"><td>{link}</td><td>{esc(r.status)}</td>'
-            f"<td>{r.seconds:.1f}</td><td>{metrics}</td><td><pre>{esc(r.error)}</pre></td></tr>"
+            f"<td>{r.seconds:.1f}</td><td>{metrics}</td><td>{exercises}</td>"
+            f"<td><pre>{esc(r.error)}</pre></td></tr>"
         )
     page = f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>rlnb run {esc(meta["started"])}</title>
@@ -509,7 +538,7 @@ td,th{{border:1px solid #ccc;padding:4px 8px;vertical-align:top}}tr.ok td:nth-ch
 tr.failed td:nth-child(2),tr.timeout td:nth-child(2),tr.interrupted td:nth-child(2){{color:#b00}}
 pre{{margin:0;white-space:pre-wrap}}</style></head><body>
 <h1>rlnb run {esc(meta["started"])}</h1><p>{esc(head.replace("`", ""))}</p>
-<table><tr><th>notebook</th><th>status</th><th>seconds</th><th>metrics</th><th>error</th></tr>
+<table><tr><th>notebook</th><th>status</th><th>seconds</th><th>metrics</th><th>exercises</th><th>error</th></tr>
 {"".join(trs)}</table></body></html>
 """
     (out_dir / "index.html").write_text(page, encoding="utf-8")

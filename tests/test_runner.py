@@ -259,7 +259,9 @@ def test_lettered_notebook_sorts_after_its_number_and_selects_by_id(lettered):
     for key in ("01b", "1b", "01b_extends_one"):
         assert [i.name for i in runner.select(infos, [key])] == ["01b_extends_one"]
     table = cli.markdown_table(infos)
-    assert table.splitlines()[0] == "| # | notebook | builds on | papers | runtime | Colab |"
+    assert table.splitlines()[0] == (
+        "| # | notebook | builds on | papers | exercises | runtime | Colab |"
+    )
     assert "| 01b | [01b_extends_one](notebooks/01b_extends_one.ipynb) | 01 |" in table
     assert "| 00 | [00_start](notebooks/00_start.ipynb) | — |" in table
 
@@ -461,3 +463,26 @@ def test_rlnb_kernel_installs_a_kernelspec_with_the_kernel_environment(tmp_path)
     assert spec["env"]["OMP_WAIT_POLICY"] == env["OMP_WAIT_POLICY"]
     assert spec["env"]["OMP_NUM_THREADS"] == env["OMP_NUM_THREADS"]
     assert spec["argv"][0] == sys.executable
+
+
+def test_exercises_are_listed_and_their_status_reported(tmp_path):
+    """A "Try it" cell left unattempted: `rlnb list` counts it, the run goes on and reports it."""
+    d = tmp_path / "notebooks"
+    d.mkdir()
+    write_nb(
+        d / "00_try.ipynb",
+        "from rlnb import exercises\n\n\ndef my_rloo(rewards, group_size):\n    return None\n\n\n"
+        'exercises.check("rloo", my_rloo)',
+        'import rlnb\nrlnb.record("after", 1)',
+        title="Try",
+    )
+    (info,) = runner.discover(d)
+    assert info.exercises == ("rloo",)
+    assert "[Try](notebooks/00_try.ipynb) | — | A Paper | 1: `rloo` |" in cli.markdown_table([info])
+    out = tmp_path / "run"
+    (result,) = runner.run_notebooks([info], out, profile="ci", timeout=120, echo=lambda *_: None)
+    assert result.status == "ok"
+    assert result.metrics == {"exercise rloo": "not attempted", "after": 1}
+    summary = (out / "summary.md").read_text()
+    assert "| after=1 | rloo: not attempted |" in summary
+    assert "rloo: not attempted" in (out / "index.html").read_text()
