@@ -15,7 +15,7 @@ from rlnb.exercises.grader import compare
 from rlnb.notebook import METRICS_ENV, read_records
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
-TAUGHT = ("00", "01", "02", "03", "04", "05", "08", "09", "10")
+TAUGHT = ("00", "01", "02", "03", "04", "05", "08", "08b", "08c", "09", "10", "10a")
 
 
 @pytest.mark.parametrize("name", sorted(ex.EXERCISES))
@@ -146,6 +146,32 @@ def pass_at_k_float_factorials(n, c, k):
         return math.nan
 
 
+def tree_values_mean_of_leaves(parent, is_leaf, reward):
+    value = torch.zeros(len(parent), dtype=torch.float64)
+    for i in range(len(parent)):
+        under = [j for j in range(len(parent)) if is_leaf[j] and i in _ancestors(parent, j)]
+        value[i] = sum(float(reward[j]) for j in under) / len(under)
+    return value
+
+
+def _ancestors(parent, j):
+    out = [j]
+    while parent[out[-1]] >= 0:
+        out.append(int(parent[out[-1]]))
+    return out
+
+
+def auc_ties_lost(scores, labels):
+    pos, neg = scores[labels == 1], scores[labels == 0]
+    return (pos[:, None] > neg[None, :]).double().mean()
+
+
+def auc_nan_for_one_class(scores, labels):
+    pos, neg = scores[labels == 1], scores[labels == 0]
+    wins = (pos[:, None] > neg[None, :]).double() + 0.5 * (pos[:, None] == neg[None, :]).double()
+    return wins.sum() / (len(pos) * len(neg))
+
+
 def rloo_mean_with_itself(rewards, group_size):
     g = rewards.reshape(-1, group_size)
     return (g - g.mean(dim=1, keepdim=True)).reshape(-1)
@@ -206,6 +232,15 @@ def grpo_nan_for_one(logp, old_logp, scores, mask, group_size, clip):
     return grpo_loss_with(adv, logp, old_logp, mask, clip)
 
 
+def seen_equivalents_on_a_few_inputs(program, seen, run, inputs):
+    return solutions.seen_equivalents(program, seen, run, inputs[:2])
+
+
+def seen_equivalents_with_itself(program, seen, run, inputs):
+    target = [run(program, x) for x in inputs]
+    return [q for q in seen if [run(q, x) for x in inputs] == target]
+
+
 def token_gae_reward_on_last_column(scores, values, mask, lmbda):
     return solutions.token_gae(scores, values, torch.ones_like(mask), lmbda) * mask
 
@@ -229,6 +264,9 @@ WRONG = [
     ("double_dqn_target", "they disagree", dqn_target_not_double),
     ("pass_at_k", "k > 1", pass_at_k_plug_in),
     ("pass_at_k", "large n", pass_at_k_float_factorials),
+    ("tree_prefix_values", "a path that ends early", tree_values_mean_of_leaves),
+    ("auc", "ties", auc_ties_lost),
+    ("auc", "one class only", auc_nan_for_one_class),
     ("rloo", "one group", rloo_mean_with_itself),
     ("rloo", "several groups", rloo_batch_baseline),
     ("rloo", "groups of one", rloo_nan_for_one),
@@ -241,6 +279,8 @@ WRONG = [
     ("grpo_loss", "padding", grpo_token_mean),
     ("grpo_loss", "groups of one", grpo_nan_for_one),
     ("token_gae", "padded responses", token_gae_reward_on_last_column),
+    ("seen_equivalents", "an unseen pair equal to none", seen_equivalents_on_a_few_inputs),
+    ("seen_equivalents", "a seen program", seen_equivalents_with_itself),
 ]
 
 

@@ -13,7 +13,9 @@ import warnings
 import torch
 
 from rlnb.decoding.selection import pass_at_k
+from rlnb.decoding.tree import Tree, prefix_values
 from rlnb.envs.tabular import Transitions
+from rlnb.envs.tasks import FUNCTIONS, Composition
 from rlnb.estimators import (
     aggregate,
     broadcast_to_tokens,
@@ -32,6 +34,7 @@ from rlnb.estimators import (
 )
 from rlnb.exercises import solutions
 from rlnb.exercises.grader import Case, Exercise, register_exercise
+from rlnb.metrics import auc
 from rlnb.models.value import bellman_target
 from rlnb.train.planning import soft_max
 from rlnb.train.tabular import td0_prediction
@@ -482,6 +485,64 @@ def cases_pass_at_k(gen) -> list[Case]:
     ]  # fmt: skip
 
 
+# --- 08b · the values of a rollout tree ---------------------------------------------------------
+def expected_tree_prefix_values(parent, is_leaf, reward):
+    depth = torch.zeros_like(parent)
+    for i in range(len(parent)):  # a parent comes before its children
+        depth[i] = depth[parent[i]] + 1 if parent[i] >= 0 else 0
+    none = torch.zeros(0, dtype=torch.long)
+    tree = Tree([], parent, depth, none, none, none, none, none, is_leaf, reward, [])
+    return prefix_values(tree)[0]
+
+
+@exercise(
+    "08b",
+    expected_tree_prefix_values,
+    (
+        "Work from the leaves up: a leaf's value is its reward, a node's value is the mean of its "
+        "children's values.",
+        "Children come after their parent: walk the nodes in reverse order and add each value to "
+        "its parent's running total and count.",
+    ),
+)
+def cases_tree_prefix_values(gen) -> list[Case]:
+    def tree(parent, leaf_rewards):
+        """``leaf_rewards`` by node: the nodes that are nobody's parent are the leaves."""
+        parent = torch.tensor(parent)
+        is_leaf = ~torch.isin(torch.arange(len(parent)), parent)
+        reward = torch.zeros(len(parent))
+        reward[is_leaf] = torch.tensor(leaf_rewards, dtype=torch.float32)
+        return dict(parent=parent, is_leaf=is_leaf, reward=reward)
+
+    binary = (torch.rand(8, generator=gen) < 0.5).float().tolist()
+    return [
+        Case("one level", "a node's value is the mean of its children's rewards", tree([-1, 0, 0, 0], [1, 0, 1])),
+        Case("two levels", "go from the leaves up: the root averages its children's values, which average theirs", tree([-1, 0, 0, 1, 1, 2, 2], [1, 1, 0, 1])),
+        Case("a path that ends early", "each child weighs the same, not each leaf: a child that ended early counts as much as one with many leaves under it", tree([-1, 0, 0, 2, 2, 2], [1, 0, 0, 1])),
+        Case("two prompts", "every root (parent −1) gets its own value", tree([-1, -1, 0, 0, 1, 1, 1, 3, 3], [1, 0, 1, 0, 0, 1])),
+        Case("random rewards", "the same recursion with any rewards", tree([-1, 0, 0, 0, 1, 1, 2, 2, 3, 3, 3, 4, 4], binary)),
+    ]  # fmt: skip
+
+
+# --- 08c · AUC ----------------------------------------------------------------------------------
+@exercise(
+    "08c",
+    lambda scores, labels: auc(scores, labels),
+    (
+        "AUC is the fraction of (positive, negative) pairs in which the positive scores higher.",
+        "Compare every positive with every negative: a win counts 1, a tie 1/2; divide by the "
+        "number of pairs.",
+    ),
+)
+def cases_auc(gen) -> list[Case]:
+    return [
+        Case("no ties", "count the (positive, negative) pairs in which the positive scores higher, over all such pairs", dict(scores=torch.tensor([0.9, 0.2, 0.6, 0.4, 0.7]), labels=torch.tensor([1, 0, 1, 0, 0]))),
+        Case("ties", "a tie between a positive and a negative counts half", dict(scores=torch.tensor([0.5, 0.5, 0.8, 0.5, 0.1]), labels=torch.tensor([1, 0, 1, 0, 1]))),
+        Case("one class only", "with no negatives (or no positives) there is no pair: return 0.5, chance", dict(scores=torch.tensor([0.3, 0.9, 0.6]), labels=torch.tensor([1, 1, 1]))),
+        Case("random scores", "the same count on more data", dict(scores=torch.rand(20, generator=gen), labels=(torch.rand(20, generator=gen) < 0.4).long())),
+    ]  # fmt: skip
+
+
 # --- 09 · group baselines and aggregation -------------------------------------------------------
 @exercise(
     "09",
@@ -604,4 +665,34 @@ def cases_token_gae(gen) -> list[Case]:
         Case("λ < 1", "δ_t = r_t + V_{t+1} − V_t (V after the last token is 0), A_t = δ_t + λ A_{t+1}, backwards", batch([5, 5], 0.9)),
         Case("padded responses", "the score is the reward of each row's last *response* token (the mask's last 1), nothing bootstraps past it, and padding gets 0", batch([5, 2, 3], 0.95)),
         Case("random", "the same recursion on every row", batch([4, 1, 5, 3], 0.7)),
+    ]  # fmt: skip
+
+
+# --- 10a · compositions in disguise -------------------------------------------------------------
+def composition_inputs(program: str) -> dict:
+    task = Composition()
+
+    def run(p, x):
+        """run(p, x): program p's answer to input x (Composition.answer)"""
+        return task.answer(f"{p}:{x}=")
+
+    return dict(
+        program=program, seen=[*FUNCTIONS, *task.train_pairs], run=run, inputs=task._inputs()
+    )
+
+
+@exercise(
+    "10a",
+    lambda program, seen, run, inputs: Composition().seen_equivalents(program),
+    (
+        "Two programs are the same when they give the same answer on every input you have.",
+        "Compute program's answers once, [run(program, x) for x in inputs], and compare each seen "
+        "program's list with it (leaving out program itself).",
+    ),
+)
+def cases_seen_equivalents(gen) -> list[Case]:
+    return [
+        Case("an unseen pair equal to a seen one", "a seen program counts when it gives the same answer on every input, not on some", composition_inputs("rw")),
+        Case("an unseen pair equal to none", "a seen program counts only when it agrees on every input, not on some; here none does: return an empty list", composition_inputs("co")),
+        Case("a seen program", "leave the program itself out of its own equivalents", composition_inputs("r")),
     ]  # fmt: skip

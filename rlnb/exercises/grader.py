@@ -98,7 +98,8 @@ def _as_tensor(value) -> Tensor | None:
 
 
 def compare(got, want, rtol: float, atol: float) -> str:
-    """What is wrong with ``got`` against ``want`` (a tensor, a float, or a tuple of them), or ``""``."""
+    """What is wrong with ``got`` against ``want`` (a tensor, a float, a tuple of them, or a list of
+    names compared as a set), or ``""``."""
     if isinstance(want, tuple):
         if not isinstance(got, (tuple, list)) or len(got) != len(want):
             return f"expected a tuple of {len(want)} results, got {type(got).__name__}"
@@ -107,6 +108,16 @@ def compare(got, want, rtol: float, atol: float) -> str:
             if problem:
                 return f"result {i}: {problem}"
         return ""
+    if isinstance(want, list):  # names, compared as a set
+        if not isinstance(got, (list, tuple, set)):
+            return f"expected a list, got a {type(got).__name__}"
+        missing, extra = sorted(set(want) - set(got)), sorted(set(got) - set(want))
+        parts = [
+            f"{what} {names}"
+            for what, names in (("missing", missing), ("not expected", extra))
+            if names
+        ]
+        return ", ".join(parts)
     w = _as_tensor(want)
     g = _as_tensor(got)
     if g is None:
@@ -134,6 +145,10 @@ def _fmt(value) -> str:
         shown = value.detach().cpu().numpy()
         shown = shown.round(4) if value.is_floating_point() else shown
         return str(shown).replace("\n", "\n    ")
+    if isinstance(value, list) and len(value) > 12:
+        return f"[{', '.join(map(repr, value[:6]))}, … ({len(value)} in all)]"
+    if callable(value):
+        return getattr(value, "__doc__", None) or "a function"
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 

@@ -186,6 +186,38 @@ def pass_at_k(n, c, k):
     return 1.0 - math.comb(n - c, k) / math.comb(n, k)
 
 
+# --- 08b · prefix values -------------------------------------------------------------------------
+def tree_prefix_values(parent, is_leaf, reward):
+    """The Monte Carlo value of every node of a rollout tree: a leaf's value is its reward, an
+    inner node's the mean of its children's values (each child weighs the same, however many
+    leaves are under it). Nodes are numbered so that a parent comes before its children."""
+    value = reward.double().clone()
+    total = torch.zeros_like(value)
+    count = torch.zeros_like(value)
+    for i in reversed(range(len(parent))):  # children first
+        if not is_leaf[i]:
+            value[i] = total[i] / count[i]
+        if parent[i] >= 0:
+            total[parent[i]] += value[i]
+            count[parent[i]] += 1
+    return value
+
+
+# --- 08c · value models -------------------------------------------------------------------------
+def auc(scores, labels):
+    """The probability that a random positive (label 1) scores above a random negative (label 0),
+    a tie counting half; 0.5 when one of the two classes is empty."""
+    pos = [s for s, y in zip(scores, labels) if y == 1]
+    neg = [s for s, y in zip(scores, labels) if y == 0]
+    if not pos or not neg:
+        return 0.5
+    wins = 0.0
+    for p in pos:
+        for n in neg:
+            wins += 1.0 if p > n else 0.5 if p == n else 0.0
+    return wins / (len(pos) * len(neg))
+
+
 # --- 09 · group baselines -----------------------------------------------------------------------
 def rloo(rewards, group_size):
     """``A_i = r_i − mean of the other responses of its group``; a group of one gets 0."""
@@ -238,6 +270,13 @@ def grpo_loss(logp, old_logp, scores, mask, group_size, clip):
     ratio = (logp - old_logp).exp()
     per_token = -torch.minimum(ratio * A, ratio.clamp(1 - clip, 1 + clip) * A)
     return seq_mean_token_mean(per_token, mask)
+
+
+def seen_equivalents(program, seen, run, inputs):
+    """The seen programs (other than ``program`` itself) that give the same answer as
+    ``program`` on every input; ``run(program, x)`` is the answer of ``program`` to ``x``."""
+    target = [run(program, x) for x in inputs]
+    return [q for q in seen if q != program and [run(q, x) for x in inputs] == target]
 
 
 def token_gae(scores, values, mask, lmbda):
