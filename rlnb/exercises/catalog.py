@@ -88,7 +88,7 @@ def pick(d: dict, *keys) -> dict:
 
 
 def time_cases(gen, hints: dict, make) -> list[Case]:
-    """The time-series battery, plainest first; ``make(series, gamma, dtype)`` → the inputs."""
+    """The time-series battery, plainest first; ``make(series_dict, gen)`` → one case's inputs."""
     specs = [
         ("no episode end", dict(T=6)),
         ("a single step", dict(T=1)),
