@@ -284,6 +284,7 @@ WRONG = [
 ]
 
 
+@pytest.mark.filterwarnings("ignore:std:UserWarning")  # a group of one, on purpose
 @pytest.mark.parametrize(("name", "key", "wrong"), WRONG, ids=[w.__name__ for *_, w in WRONG])
 def test_wrong_answer_fails_with_its_hint(name, key, wrong):
     verdict = ex.check(name, wrong, verbose=False)
