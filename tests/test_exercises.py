@@ -286,13 +286,13 @@ WRONG = [
 
 @pytest.mark.filterwarnings("ignore:std:UserWarning")  # a group of one, on purpose
 @pytest.mark.parametrize(("name", "key", "wrong"), WRONG, ids=[w.__name__ for *_, w in WRONG])
-def test_wrong_answer_fails_with_its_hint(name, key, wrong):
-    verdict = ex.check(name, wrong, verbose=False)
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_wrong_answer_fails_with_its_hint(name, key, wrong, seed):
+    verdict = ex.check(name, wrong, seed=seed, verbose=False)
     assert verdict.status == "failed"
     assert verdict.case == key, verdict.message
-    case = next(
-        c for c in ex.EXERCISES[name].cases(torch.Generator().manual_seed(0)) if c.key == key
-    )
+    battery = ex.EXERCISES[name].cases(torch.Generator().manual_seed(seed))
+    case = next(c for c in battery if c.key == key)
     assert verdict.message.endswith(f"hint: {case.hint}")
 
 
