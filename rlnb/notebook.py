@@ -25,6 +25,7 @@ PROFILES = ("ci", "default", "large")
 # slower machine is not a failing notebook. ``large`` is for a GPU and has no budget.
 BUDGET_S = {"ci": 60.0, "default": 300.0}
 METRICS_ENV = "RLNB_METRICS_FILE"
+EXERCISE_METRIC = "exercise "  # rlnb.exercises.check records "exercise <name>" = its status
 RECORDS: dict[str, float | int | bool | str] = {}
 
 

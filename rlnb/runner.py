@@ -27,7 +27,7 @@ from pathlib import Path
 import nbformat
 
 from rlnb.device import kernel_env
-from rlnb.notebook import BUDGET_S, METRICS_ENV, PROFILES, read_records
+from rlnb.notebook import BUDGET_S, EXERCISE_METRIC, METRICS_ENV, PROFILES, read_records
 from rlnb.progress import PROGRESS_ENV
 
 # ``NN_slug.ipynb``, or ``NNx_slug.ipynb`` (a letter: a notebook that extends ``NN``, sorted after it)
@@ -84,7 +84,6 @@ def notebooks_dir() -> Path:
 
 # a "Try it" cell: ``exercises.check("gae", my_gae)`` (rlnb.exercises)
 EXERCISE_RE = re.compile(r'exercises\.check\(\s*"(\w+)"')
-EXERCISE_METRIC = "exercise "  # rlnb.exercises.check records "exercise <name>" = its status
 
 
 def _field(text: str, key: str) -> str:

@@ -1,6 +1,8 @@
 """The exercises' graders: every reference solution passes, every typical wrong answer fails on
 the input it should and gets the hint meant for it, and an unattempted exercise never fails."""
 
+import ast
+import inspect
 import json
 import math
 from pathlib import Path
@@ -9,7 +11,7 @@ import pytest
 import torch
 
 import rlnb.exercises as ex
-from rlnb.exercises import catalog, solutions
+from rlnb.exercises import solutions
 from rlnb.exercises.grader import compare
 from rlnb.notebook import METRICS_ENV, read_records
 from rlnb.runner import read_info
@@ -204,17 +206,20 @@ def aggregate_nan_on_empty(values, mask):
     return ((values * mask).sum(1) / mask.sum(1)).mean()
 
 
-def grpo_biased_std(logp, old_logp, scores, mask, group_size, clip):
+def grpo_advantages(scores, group_size, unbiased=True):
     g = scores.reshape(-1, group_size)
-    s = g.std(dim=1, keepdim=True, unbiased=False)
-    adv = ((g - g.mean(1, keepdim=True)) / (s + 1e-6)).reshape(-1)
-    return grpo_loss_with(adv, logp, old_logp, mask, clip)
+    std = g.std(dim=1, keepdim=True, unbiased=unbiased)  # NaN for a group of one
+    return ((g - g.mean(1, keepdim=True)) / (std + 1e-6)).reshape(-1)
 
 
-def grpo_loss_with(adv, logp, old_logp, mask, clip):
+def clipped_per_token(adv, logp, old_logp, clip):
     ratio = (logp - old_logp).exp()
-    per_token = -torch.minimum(ratio * adv[:, None], ratio.clamp(1 - clip, 1 + clip) * adv[:, None])
-    return solutions.seq_mean_token_mean(per_token, mask)
+    return -torch.minimum(ratio * adv[:, None], ratio.clamp(1 - clip, 1 + clip) * adv[:, None])
+
+
+def grpo_biased_std(logp, old_logp, scores, mask, group_size, clip):
+    adv = grpo_advantages(scores, group_size, unbiased=False)
+    return solutions.seq_mean_token_mean(clipped_per_token(adv, logp, old_logp, clip), mask)
 
 
 def grpo_unclipped(logp, old_logp, scores, mask, group_size, clip):
@@ -222,14 +227,13 @@ def grpo_unclipped(logp, old_logp, scores, mask, group_size, clip):
 
 
 def grpo_token_mean(logp, old_logp, scores, mask, group_size, clip):
-    full = solutions.grpo_loss(logp, old_logp, scores, torch.ones_like(mask), group_size, clip)
-    return full if bool(mask.all()) else full + 1.0  # stands in for any other aggregation
+    per_token = clipped_per_token(grpo_advantages(scores, group_size), logp, old_logp, clip)
+    return (per_token * mask).sum() / mask.sum()
 
 
 def grpo_nan_for_one(logp, old_logp, scores, mask, group_size, clip):
-    g = scores.reshape(-1, group_size)
-    adv = ((g - g.mean(1, keepdim=True)) / (g.std(1, keepdim=True) + 1e-6)).reshape(-1)
-    return grpo_loss_with(adv, logp, old_logp, mask, clip)
+    adv = grpo_advantages(scores, group_size)
+    return solutions.seq_mean_token_mean(clipped_per_token(adv, logp, old_logp, clip), mask)
 
 
 def seen_equivalents_on_a_few_inputs(program, seen, run, inputs):
@@ -303,7 +307,7 @@ def test_every_exercise_has_a_wrong_answer_in_these_tests():
 def test_wrong_verdict_shows_the_input_as_a_table_with_expected_and_got(capsys):
     ex.check("gae", gae_truncation_as_termination)
     out = capsys.readouterr().out
-    assert out.startswith("✗ gae: wrong on input 5 of 6 (truncated mid-window): values differ")
+    assert out.startswith("✗ gae: wrong on input 5 of 7 (truncated mid-window): values differ")
     header = out.splitlines()[1].split()
     assert header == [
         "rewards",
@@ -323,7 +327,7 @@ def test_right_and_unattempted_verdicts(capsys, tmp_path, monkeypatch):
     unattempted = ex.check("rloo", lambda rewards, group_size: None)
     assert unattempted.status == "not attempted" and not unattempted
     out = capsys.readouterr().out
-    assert "✓ gae: right on all 6 inputs" in out
+    assert "✓ gae: right on all 7 inputs" in out
     assert "○ rloo: not attempted yet" in out
     records = read_records(tmp_path / "m.jsonl")
     assert records["exercise gae"] == "passed"
@@ -360,34 +364,21 @@ def test_bad_arguments_are_value_errors():
 
 def test_hints_come_one_at_a_time_and_the_solution_prints_its_source(capsys):
     ex.grader._hints_shown.pop("qae", None)
-    first, second, third, again = (ex.hint("qae") for _ in range(4))
+    for _ in range(4):
+        ex.hint("qae")
+    first, second, third, again = capsys.readouterr().out.splitlines()
     n = len(ex.EXERCISES["qae"].hints)
     assert first.startswith(f"hint 1 of {n}") and second.startswith(f"hint 2 of {n}")
     assert 'solution("qae")' in third and again == third
-    source = ex.solution("qae")
-    assert source.startswith("def qae(rewards, group_size, k):")
-    assert "def qae" in capsys.readouterr().out
+    ex.solution("qae")
+    assert capsys.readouterr().out.startswith("def qae(rewards, group_size, k):")
 
 
-def test_mdvi_step_iterated_reaches_the_library_soft_value_iteration():
-    """The MDVI exercise's expected values are a formula, so pin it: with λ = 0 the step is the
-    soft Bellman backup, whose fixed point is ``soft_value_iteration``'s Q."""
-    from rlnb.envs.tabular import garnet
-    from rlnb.train.planning import expected_rewards, soft_value_iteration
-
-    mdp = garnet(n_states=6, n_actions=3, branching=2, seed=0)
-    tau = 0.5
-    Q_star = soft_value_iteration(mdp, tau)[0]
-    P, r = mdp.P, expected_rewards(mdp)
-    Q = torch.zeros_like(Q_star)
-    for _ in range(2000):
-        Q, _ = catalog.expected_mdvi_step(Q, torch.zeros_like(Q), P, r, mdp.gamma, 0.0, tau)
-    torch.testing.assert_close(Q, Q_star, atol=1e-8, rtol=0)
-    # λ > 0, κ = 0 (α = 1): π_k = softmax(β s_k) concentrates on the optimal actions
-    Q, s = torch.zeros_like(Q_star), torch.zeros_like(Q_star)
-    for _ in range(300):
-        Q, s = catalog.expected_mdvi_step(Q, s, P, r, mdp.gamma, 1.0, 0.0)
-    assert torch.equal(s.argmax(-1), soft_value_iteration(mdp, 0.0)[2].argmax(-1))
+def test_each_battery_names_its_cases_once_and_hints_them():
+    for name, exercise in ex.EXERCISES.items():
+        keys = [c.key for c in exercise.cases(torch.Generator().manual_seed(0))]
+        assert len(keys) == len(set(keys)) >= 3, name
+        assert all(c.hint for c in exercise.cases(torch.Generator().manual_seed(0))), name
 
 
 @pytest.mark.parametrize("nb_id", NOTEBOOK_IDS)
@@ -403,3 +394,7 @@ def test_every_notebook_has_its_exercises_with_a_placeholder(nb_id):
             if c["cell_type"] == "code" and f'exercises.check("{name}"' in "".join(c["source"])
         )  # fmt: skip
         assert "return None" in cell, f"{path.name}: the {name} cell should ship unattempted"
+        (fn,) = [node for node in ast.parse(cell).body if isinstance(node, ast.FunctionDef)]
+        params = [a.arg for a in fn.args.args]
+        solution = ex.EXERCISES[name].solution
+        assert params == list(inspect.signature(solution).parameters), (path.name, name)

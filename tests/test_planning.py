@@ -13,6 +13,7 @@ from rlnb.train.planning import (
     expected_rewards,
     greedy,
     mdvi,
+    mdvi_values,
     offline_dataset,
     offline_value_iteration,
     optimistic_actor_critic,
@@ -217,3 +218,25 @@ def test_planners_reject_bad_input():
         river_swim(2)
     with pytest.raises(ValueError, match="prior_actions"):
         conservative_value_iteration(offline_dataset(mdp, 3, 0.5), 0.9, torch.zeros(3).long())
+
+
+def test_mdvi_values_iterated_reach_soft_and_plain_value_iteration():
+    """With λ = 0 the MDVI step is the soft Bellman backup (fixed point: ``soft_value_iteration``'s
+    Q); with κ = 0 < λ its softmax policy concentrates on value iteration's greedy actions."""
+    mdp = garnet(n_states=6, n_actions=3, branching=2, seed=0)
+    P, r, tau = mdp.P, expected_rewards(mdp), 0.5
+    Q_star = soft_value_iteration(mdp, tau)[0]
+    Q = torch.zeros_like(Q_star)
+    for _ in range(2000):
+        w, _ = mdvi_values(Q, torch.zeros_like(Q), 0.0, tau)
+        Q = r + mdp.gamma * P @ w
+    torch.testing.assert_close(Q, Q_star, atol=1e-8, rtol=0)
+    Q, s = torch.zeros_like(Q_star), torch.zeros_like(Q_star)
+    for _ in range(300):
+        w, s = mdvi_values(Q, s, 1.0, 0.0)
+        Q = r + mdp.gamma * P @ w
+    assert torch.equal(s.argmax(-1), soft_value_iteration(mdp, 0.0)[2].argmax(-1))
+    w, s = mdvi_values(Q, s, 0.0, 0.0)  # λ = κ = 0: the max, no memory
+    assert torch.equal(w, Q.max(-1).values) and torch.equal(s, Q)
+    with pytest.raises(ValueError, match="kl, entropy"):
+        mdvi_values(Q, s, -1.0, 0.0)

@@ -87,7 +87,7 @@ def test_seen_equivalents_are_the_train_programs_with_the_same_answers():
             q
             for q in [*FUNCTIONS, *task.train_pairs]
             if all(
-                task.answer(f"{q}:{x}=") == task.answer(f"{program}:{x}=") for x in task._inputs()
+                task.answer(f"{q}:{x}=") == task.answer(f"{program}:{x}=") for x in task.inputs()
             )
         ]
         assert task.seen_equivalents(program) == same

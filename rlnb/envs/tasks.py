@@ -169,7 +169,8 @@ class Composition(Task):
             sorted(ranked[n_train_pairs:]),
         )
 
-    def _inputs(self) -> list[str]:
+    def inputs(self) -> list[str]:
+        """The fixed sample of inputs every program is shown (and compared) on."""
         rng = np.random.default_rng(0)  # a fixed sample of inputs, the same for every program
         n = min(len(_LETTERS) ** self.length, 256)
         return ["".join(rng.choice(list(_LETTERS), size=self.length)) for _ in range(n)]
@@ -181,7 +182,7 @@ class Composition(Task):
 
     def _all_prompts(self) -> list[str]:
         programs = list(FUNCTIONS) + self.train_pairs + self.test_pairs
-        return [f"{p}:{x}=" for p in programs for x in self._inputs()]
+        return [f"{p}:{x}=" for p in programs for x in self.inputs()]
 
     def _split_of(self, prompt: str) -> str:
         return "test" if prompt.split(":")[0] in self.test_pairs else "train"
@@ -200,7 +201,7 @@ class Composition(Task):
             raise ValueError(f"program: expected a string of {list(FUNCTIONS)}, got {program!r}")
 
         def outputs(p: str) -> list[str]:
-            return [self.answer(f"{p}:{x}=") for x in self._inputs()]
+            return [self.answer(f"{p}:{x}=") for x in self.inputs()]
 
         target = outputs(program)
         return [q for q in [*FUNCTIONS, *self.train_pairs] if q != program and outputs(q) == target]

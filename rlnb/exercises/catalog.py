@@ -36,7 +36,7 @@ from rlnb.exercises import solutions
 from rlnb.exercises.grader import Case, Exercise, register_exercise
 from rlnb.metrics import auc
 from rlnb.models.value import bellman_target
-from rlnb.train.planning import soft_max
+from rlnb.train.planning import mdvi_values, soft_max
 from rlnb.train.tabular import td0_prediction
 
 
@@ -81,7 +81,7 @@ def series(gen, T, dtype=torch.float32, terminated_at=(), truncated_at=(), p_end
 def quietly(estimator, *args, **kwargs):
     """Call a group estimator without its warning about groups of one (batteries test them)."""
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+        warnings.filterwarnings("ignore", message="every group is a singleton")
         return estimator(*args, **kwargs)
 
 
@@ -97,10 +97,15 @@ def time_cases(gen, hints: dict, make) -> list[Case]:
         ("terminated at the last step", dict(T=5, terminated_at=[4])),
         ("terminated mid-window", dict(T=7, terminated_at=[2])),
         ("truncated mid-window", dict(T=7, truncated_at=[2])),
+        ("terminated and truncated at once", dict(T=7, terminated_at=[3], truncated_at=[3])),
         ("random episode ends, float64", dict(T=16, dtype=torch.float64, p_end=0.3)),
     ]
     return [
-        Case(key, hints.get(key, hints["default"]), make(series(gen, **spec), gen))
+        Case(
+            key,
+            hints.get(key, BOTH if "at once" in key else hints["default"]),
+            make(series(gen, **spec), gen),
+        )
         for key, spec in specs
     ]
 
@@ -115,6 +120,7 @@ TRUNCATED = (
     "(as a non-terminal step), but do not let the next episode flow back into it"
 )
 LAST_STEP = "the window's last step bootstraps from next_values[T − 1] unless it terminated"
+BOTH = "a step that is both terminated and truncated is terminated: it bootstraps nothing"
 
 
 # --- 00 · TD(0) -----------------------------------------------------------------------------------
@@ -264,11 +270,14 @@ def expected_vtrace(
     ),
 )
 def cases_vtrace(gen) -> list[Case]:
-    def make(d, gen, log_ratio_scale, rho_clip=1.0, c_clip=1.0):
+    def make(d, gen, spread, rho_clip=1.0, c_clip=1.0):
+        """Log-ratios log π/μ uniform in ±``spread``, the first one +1 (π/μ = e) when ``spread`` ≥ 1."""
         T, dtype = len(d["rewards"]), d["rewards"].dtype
         behavior = torch.rand(T, generator=gen, dtype=dtype).clamp(min=0.05).log()
-        target = behavior + log_ratio_scale * torch.randn(T, generator=gen, dtype=dtype)
-        return {**d, "target_logp": target, "behavior_logp": behavior, "gamma": 0.9,
+        log_ratio = spread * (2 * torch.rand(T, generator=gen, dtype=dtype) - 1)
+        if spread >= 1:
+            log_ratio[0] = 1.0
+        return {**d, "target_logp": behavior + log_ratio, "behavior_logp": behavior, "gamma": 0.9,
                 "rho_clip": rho_clip, "c_clip": c_clip}  # fmt: skip
 
     corr = (
@@ -282,8 +291,8 @@ def cases_vtrace(gen) -> list[Case]:
         ("ρ̄ ≠ c̄, random episode ends", "ρ̄ (rho_clip) clips the TD error's weight ρ_t, c̄ (c_clip) the trace c_t: two different clips", dict(T=16, dtype=torch.float64, p_end=0.3), 1.0, dict(rho_clip=2.0, c_clip=0.8)),
     ]  # fmt: skip
     return [
-        Case(key, hint, make(series(gen, **spec), gen, scale, **clips))
-        for key, hint, spec, scale, clips in specs
+        Case(key, hint, make(series(gen, **spec), gen, spread, **clips))
+        for key, hint, spec, spread, clips in specs
     ]
 
 
@@ -319,10 +328,7 @@ def cases_soft_bellman_backup(gen) -> list[Case]:
 
 
 def expected_mdvi_step(Q, s_prev, P, r, gamma, kl, entropy):
-    tau = kl + entropy  # M_β f = (1/β) log Σ exp(β f) = soft_max(f, 1/β)
-    alpha = kl / tau
-    s = Q + alpha * s_prev
-    w = soft_max(s, tau) - alpha * soft_max(s_prev, tau)
+    w, s = mdvi_values(Q, s_prev, kl, entropy)
     return r + gamma * P @ w, s
 
 
@@ -347,6 +353,7 @@ def cases_mdvi_step(gen) -> list[Case]:
         Case("λ = 0 (soft VI)", "with λ = 0, α = 0: s = Q and the step is a soft Bellman backup at temperature κ", dict(**qs(), **model(gen), gamma=0.9, kl=0.0, entropy=0.5)),
         Case("λ, κ > 0", "the previous sum's soft max is subtracted, scaled by α: w = M_β s − α M_β s_prev", dict(**qs(), **model(gen), gamma=0.9, kl=0.5, entropy=0.2)),
         Case("large values", "exp(β s) overflows: M_β f = torch.logsumexp(β f, dim=1) / β", dict(**qs(100.0), **model(gen), gamma=0.9, kl=0.01, entropy=0.0)),
+        Case("λ = κ = 0 (value iteration)", "with λ = κ = 0 there is no regularization: α = 0 and M_β is the hard max (β = ∞)", dict(**qs(), **model(gen), gamma=0.9, kl=0.0, entropy=0.0)),
     ]  # fmt: skip
 
 
@@ -559,7 +566,7 @@ def cases_rloo(gen) -> list[Case]:
     return [
         Case("one group", "leave the response itself out: its baseline is the mean of the *other* n − 1 rewards", dict(rewards=torch.randn(4, generator=gen), group_size=4)),
         Case("several groups", "each response's baseline comes from its own group only, rewards[start : start + group_size]", dict(rewards=torch.randn(12, generator=gen), group_size=4)),
-        Case("all-equal rewards", "a group whose rewards are all equal gets advantage 0", dict(rewards=torch.full((4,), 0.5), group_size=4)),
+        Case("all-equal rewards", "a group whose rewards are all equal gets advantage 0", dict(rewards=torch.full((4,), 0.35), group_size=4)),
         Case("groups of one", "a group of one has no other response: its advantage is 0 (not NaN)", dict(rewards=torch.randn(3, generator=gen), group_size=1)),
         Case("binary rewards", "the same formula on 0/1 rewards", dict(rewards=binary, group_size=5)),
     ]  # fmt: skip
@@ -567,7 +574,7 @@ def cases_rloo(gen) -> list[Case]:
 
 @exercise(
     "09",
-    lambda rewards, group_size, k: qae(rewards, group_size=group_size, k=k),
+    lambda rewards, group_size, k: quietly(qae, rewards, group_size=group_size, k=k),
     (
         "The baseline is a quantile of the group's rewards instead of their mean.",
         "Sort the group; the baseline is its ⌈k·n⌉-th smallest reward (1-based): "
@@ -580,6 +587,8 @@ def cases_qae(gen) -> list[Case]:
         Case("an easy prompt", "on an easy prompt the quantile is 1: only the failures get a (negative) advantage", dict(rewards=torch.tensor([1.0, 1.0, 0.0, 1.0, 1.0]), group_size=5, k=0.4)),
         Case("real-valued rewards", "no interpolation: torch.quantile interpolates between order statistics; take the order statistic r_(⌈k·n⌉) itself", dict(rewards=torch.randn(5, generator=gen), group_size=5, k=0.3)),
         Case("several groups", "each group has its own quantile", dict(rewards=torch.randn(12, generator=gen), group_size=4, k=0.6)),
+        Case("all-equal rewards", "a group whose rewards are all equal gets advantage 0", dict(rewards=torch.full((5,), 0.35), group_size=5, k=0.4)),
+        Case("groups of one", "a group of one is its own quantile: advantage 0", dict(rewards=torch.randn(3, generator=gen), group_size=1, k=0.4)),
     ]  # fmt: skip
 
 
@@ -624,20 +633,23 @@ def expected_grpo_loss(logp, old_logp, scores, mask, group_size, clip):
     atol=1e-7,  # the loss is −mean((ρ − 1) A) near ρ = 1: small, so a small absolute tolerance
 )
 def cases_grpo_loss(gen) -> list[Case]:
-    def batch(B, lengths, log_ratio_scale, scores=None, group_size=4, L=5):
+    def batch(B, lengths, spread, scores=None, group_size=4, L=5):
+        """Log-ratios uniform in ±``spread``, the first one +1 (ρ = e, clipped) when ``spread`` ≥ 1."""
         old = torch.rand(B, L, generator=gen).clamp(min=0.05).log()
-        logp = old + log_ratio_scale * torch.randn(B, L, generator=gen)
+        log_ratio = spread * (2 * torch.rand(B, L, generator=gen) - 1)
+        if spread >= 1:
+            log_ratio[0, 0] = 1.0
         mask = torch.arange(L)[None, :] < torch.tensor(lengths)[:, None]
         scores = torch.randn(B, generator=gen) if scores is None else scores
-        return dict(
-            logp=logp, old_logp=old, scores=scores, mask=mask, group_size=group_size, clip=0.2
-        )
+        return dict(logp=old + log_ratio, old_logp=old, scores=scores, mask=mask,
+                    group_size=group_size, clip=0.2)  # fmt: skip
 
+    equal = torch.tensor([0.35] * 4 + [0.0, 1.0, 0.0, 0.0])  # 0.35: its mean is not exactly 0.35
     return [
-        Case("ratios inside the clip", "A_i = (r_i − mean_g)/(std_g + 1e−6) with the unbiased std (n − 1), the same on every token of response i; ℓ = −ρ A", batch(8, [5] * 8, 0.06)),
-        Case("ratios outside the clip", "ℓ = −min(ρ A, clip(ρ, 1 − ε, 1 + ε) A): the pessimistic one of the clipped and the unclipped surrogates", batch(8, [5] * 8, 0.5)),
+        Case("ratios inside the clip", "A_i = (r_i − mean_g)/(std_g + 1e−6) with the unbiased std (n − 1), the same on every token of response i; ℓ = −ρ A", batch(8, [5] * 8, 0.15)),
+        Case("ratios outside the clip", "ℓ = −min(ρ A, clip(ρ, 1 − ε, 1 + ε) A): the pessimistic one of the clipped and the unclipped surrogates", batch(8, [5] * 8, 1.0)),
         Case("padding", "average each response's tokens on the mask, then the responses (seq-mean-token-mean)", batch(8, [5, 1, 3, 4, 2, 5, 5, 3], 0.3)),
-        Case("an all-equal group", "a group whose rewards are all equal has std 0 and advantage 0, not NaN", batch(8, [5] * 8, 0.3, scores=torch.tensor([1.0] * 4 + [0.0, 1.0, 0.0, 0.0]))),
+        Case("an all-equal group", "a group whose rewards are all equal has advantage exactly 0 (test for equality: r − mean leaves a rounding residue that the tiny std blows up)", batch(8, [5] * 8, 0.3, scores=equal)),
         Case("groups of one", "a group of one has no spread: its advantage is 0 (torch.std of one value is NaN)", batch(4, [5, 3, 4, 2], 0.3, group_size=1)),
     ]  # fmt: skip
 
@@ -680,7 +692,7 @@ def composition_inputs(program: str) -> dict:
         return task.answer(f"{p}:{x}=")
 
     return dict(
-        program=program, seen=[*FUNCTIONS, *task.train_pairs], run=run, inputs=task._inputs()
+        program=program, seen=[*FUNCTIONS, *task.train_pairs], run=run, inputs=task.inputs()
     )
 
 

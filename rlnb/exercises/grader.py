@@ -13,6 +13,7 @@ The reader's function is only called, positionally, with copies of the inputs.
 
 from __future__ import annotations
 
+import copy
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from rlnb.notebook import record
+from rlnb.notebook import EXERCISE_METRIC, record
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,9 @@ class Verdict:
     def __bool__(self) -> bool:
         return self.status == "passed"
 
+    def _ipython_display_(self) -> None:
+        """Show nothing: ``check`` printed the verdict already (``print(v.message)`` shows it again)."""
+
 
 EXERCISES: dict[str, Exercise] = {}
 _hints_shown: dict[str, int] = {}
@@ -85,7 +89,8 @@ def get_exercise(name: str) -> Exercise:
 
 
 def _copy(value):
-    return value.clone() if isinstance(value, Tensor) else value
+    """A copy the reader's function may change freely (functions are passed as they are)."""
+    return value if callable(value) else copy.deepcopy(value)
 
 
 def _as_tensor(value) -> Tensor | None:
@@ -157,21 +162,24 @@ def show_case(inputs: dict, want=None, got=None) -> str:
     expected and the returned values, when they are of that length too), the rest below it."""
     columns = {k: v for k, v in inputs.items() if isinstance(v, Tensor) and v.ndim == 1}
     length = max((len(v) for v in columns.values()), default=0)
-    columns = {k: v for k, v in columns.items() if len(v) == length}
+    columns = {k: v.detach().cpu().numpy() for k, v in columns.items() if len(v) == length}
+    results = {"expected": want, "got": got}
+    as_column = {
+        label: t.numpy()
+        for label, value in results.items()
+        if columns
+        and value is not None
+        and not isinstance(value, tuple)
+        and (t := _as_tensor(value)) is not None
+        and t.shape == (length,)
+    }
     lines = []
     if columns:
-        table = {k: v.detach().cpu().numpy() for k, v in columns.items()}
-        for label, value in (("expected", want), ("got", got)):
-            t = _as_tensor(value) if value is not None and not isinstance(value, tuple) else None
-            if t is not None and t.shape == (length,):
-                table[label] = t.numpy()
-        lines.append(pd.DataFrame(table).rename_axis("t").round(4).to_string())
-    for k, v in inputs.items():
-        if k not in columns:
-            lines.append(f"{k} = {_fmt(v)}")
-    for label, value in (("expected", want), ("got", got)):
-        t = _as_tensor(value) if value is not None and not isinstance(value, tuple) else None
-        if value is not None and not (columns and t is not None and t.shape == (length,)):
+        index = "t" if "rewards" in columns else "i"
+        lines.append(pd.DataFrame({**columns, **as_column}).rename_axis(index).round(4).to_string())
+    lines += [f"{k} = {_fmt(v)}" for k, v in inputs.items() if k not in columns]
+    for label, value in results.items():
+        if value is not None and label not in as_column:
             shown = tuple(_fmt(v) for v in value) if isinstance(value, tuple) else _fmt(value)
             lines.append(f"{label}: {shown}")
     return "\n".join(lines)
@@ -199,15 +207,16 @@ def check(name: str, fn: Callable, *, seed: int = 0, verbose: bool = True) -> Ve
                     name,
                     "not attempted",
                     message=(
-                        f"○ {name}: not attempted yet. Replace `return None` with your code and run "
-                        f'the cell again; rlnb.exercises.hint("{name}") gives a hint.'
+                        f"○ {name}: not attempted yet (your function returned None). Replace "
+                        f"`return None` with your code and run the cell again; "
+                        f'rlnb.exercises.hint("{name}") gives a hint.'
                     ),
                 )
                 break
             problem = (
                 compare(got, want, exercise.rtol, exercise.atol)
                 if got is not None
-                else ("returned None")
+                else "returned None (a missing `return`?)"
             )
         if problem:
             verdict = Verdict(
@@ -219,28 +228,23 @@ def check(name: str, fn: Callable, *, seed: int = 0, verbose: bool = True) -> Ve
                 f"hint: {case.hint}",
             )
             break
-    record(f"exercise {name}", verdict.status, echo=False)
+    record(EXERCISE_METRIC + name, verdict.status, echo=False)
     if verbose:
         print(verdict.message)
     return verdict
 
 
-def hint(name: str) -> str:
+def hint(name: str) -> None:
     """Print the next general hint of exercise ``name`` (the last one repeats)."""
     exercise = get_exercise(name)
-    i = _hints_shown.get(name, 0)
-    text = exercise.hints[min(i, len(exercise.hints) - 1)]
+    i = min(_hints_shown.get(name, 0), len(exercise.hints) - 1)
     _hints_shown[name] = i + 1
-    message = f"hint {min(i, len(exercise.hints) - 1) + 1} of {len(exercise.hints)}: {text}"
-    print(message)
-    return message
+    print(f"hint {i + 1} of {len(exercise.hints)}: {exercise.hints[i]}")
 
 
-def solution(name: str) -> str:
+def solution(name: str) -> None:
     """Print the source of exercise ``name``'s reference solution."""
-    source = inspect.getsource(get_exercise(name).solution)
-    print(source)
-    return source
+    print(inspect.getsource(get_exercise(name).solution))
 
 
 def exercises_of(notebook: str) -> list[str]:

@@ -75,9 +75,17 @@ def gae(rewards, values, next_values, terminated, truncated, gamma, lmbda):
 
 
 def vtrace(
-    rewards, values, next_values, terminated, truncated, target_logp, behavior_logp, gamma,
-    rho_clip, c_clip,
-):  # fmt: skip
+    rewards,
+    values,
+    next_values,
+    terminated,
+    truncated,
+    target_logp,
+    behavior_logp,
+    gamma,
+    rho_clip,
+    c_clip,
+):
     """V-trace value targets (λ = 1): ``v_t = V(s_t) + δ_t + γ c_t (v_{t+1} − V(s_{t+1}))`` with
     ``δ_t = ρ_t (r_t + γ (1 − terminated_t) V(s_{t+1}) − V(s_t))``, ``ρ_t = min(ρ̄, π/μ)``,
     ``c_t = min(c̄, π/μ)``; the correction is cut at every episode's end."""
@@ -110,8 +118,10 @@ def soft_bellman_backup(Q, P, r, gamma, tau):
 
 def mdvi_step(Q, s_prev, P, r, gamma, kl, entropy):
     """One MDVI iteration with the exact model: with ``α = λ/(λ+κ)``, ``β = 1/(λ+κ)``,
-    ``s = Q + α s_prev``, ``w = M_β s − α M_β s_prev`` (``M_β f = (1/β) log Σ_a exp(β f)``),
-    ``Q_next = r + γ P w``. Returns ``(Q_next, s)``."""
+    ``s = Q + α s_prev``, ``w = M_β s − α M_β s_prev`` (``M_β f = (1/β) log Σ_a exp(β f)``; the
+    max when ``λ = κ = 0``), ``Q_next = r + γ P w``. Returns ``(Q_next, s)``."""
+    if kl + entropy == 0:  # no regularization: value iteration
+        return r + gamma * P @ Q.max(dim=1).values, Q
     alpha = kl / (kl + entropy)
     beta = 1.0 / (kl + entropy)
     s = Q + alpha * s_prev
@@ -257,15 +267,15 @@ def seq_mean_token_mean(values, mask):
 
 # --- 10 · LM RL ---------------------------------------------------------------------------------
 def grpo_loss(logp, old_logp, scores, mask, group_size, clip):
-    """GRPO's loss on a batch: ``A = (r − mean_g) / (std_g + 1e−6)`` (unbiased std, 0 for a group
-    of one), spread over the response tokens; per token ``ℓ = −min(ρ A, clip(ρ, 1 ± ε) A)`` with
-    ``ρ = exp(logp − old_logp)``; aggregated seq-mean-token-mean."""
-    groups = scores.reshape(-1, group_size)
-    if group_size == 1:
-        adv = torch.zeros_like(scores)
-    else:
-        centred = groups - groups.mean(dim=1, keepdim=True)
-        adv = (centred / (groups.std(dim=1, keepdim=True) + 1e-6)).reshape(-1)
+    """GRPO's loss on a batch: ``A = (r − mean_g) / (std_g + 1e−6)`` (unbiased std; 0 for a group
+    of one or of equal rewards), spread over the response tokens; per token
+    ``ℓ = −min(ρ A, clip(ρ, 1 ± ε) A)`` with ``ρ = exp(logp − old_logp)``; aggregated
+    seq-mean-token-mean."""
+    adv = torch.zeros_like(scores)
+    for start in range(0, len(scores), group_size):
+        group = scores[start : start + group_size]
+        if len(group) > 1 and not (group == group[0]).all():
+            adv[start : start + group_size] = (group - group.mean()) / (group.std() + 1e-6)
     A = adv[:, None]
     ratio = (logp - old_logp).exp()
     per_token = -torch.minimum(ratio * A, ratio.clamp(1 - clip, 1 + clip) * A)

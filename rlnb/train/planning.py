@@ -73,6 +73,19 @@ class PlanningRun(NamedTuple):
     policy: Tensor
 
 
+def mdvi_values(Q: Tensor, s_prev: Tensor, kl: float, entropy: float) -> tuple[Tensor, Tensor]:
+    """MDVI's regularized next-state values, before the backup: with ``α = λ/(λ+κ)``,
+    ``β = 1/(λ+κ)``, ``s = Q + α s_prev`` and ``w = M_β s − α M_β s_prev`` (``M_β f = (1/β) log
+    Σ_a exp(β f)``; the max, and ``α = 0``, when ``λ = κ = 0``). Returns ``(w [..., S], s)``; the
+    backup is ``Q_next = r + γ P w`` (see ``mdvi``)."""
+    if kl < 0 or entropy < 0:
+        raise ValueError(f"kl, entropy: expected ≥ 0, got {kl}, {entropy}")
+    tau = kl + entropy  # M_β f = soft_max(f, 1/β)
+    alpha = 0.0 if tau == 0 else kl / tau
+    s = Q + alpha * s_prev
+    return soft_max(s, tau) - alpha * soft_max(s_prev, tau), s
+
+
 def mdvi(
     mdp: TabularMDP,
     kl: float,
@@ -108,10 +121,7 @@ def mdvi(
         eval_at = torch.unique(torch.logspace(0, torch.log10(torch.tensor(iterations)), 30).long())
     eval_at = set(int(k) for k in eval_at)
     hard = kl + entropy == 0
-    alpha = 0.0 if hard else kl / (kl + entropy)
-    beta = float("inf") if hard else 1.0 / (kl + entropy)
-    M = (lambda f: f.max(-1).values) if hard else (lambda f: torch.logsumexp(beta * f, -1) / beta)
-    policy_of = greedy if hard else (lambda s: torch.softmax(beta * s, -1))
+    policy_of = greedy if hard else (lambda s: torch.softmax(s / (kl + entropy), -1))
 
     S, A, n = mdp.n_states, mdp.n_actions, samples_per_iteration
     B = len(seeds)
@@ -122,8 +132,8 @@ def mdvi(
     s_prev = torch.zeros_like(Q)
     rows = []
     for k in range(1, iterations + 1):
-        s_k = Q + alpha * s_prev
-        w = (M(s_k) - alpha * M(s_prev)) * live  # [B, S]
+        w, s_k = mdvi_values(Q, s_prev, kl, entropy)
+        w = w * live  # [B, S]
         nxt = torch.stack(
             [mdp.sample_next_states(n, generator=g) for g in generators]
         )  # [B, S, A, n]
