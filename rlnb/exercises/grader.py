@@ -49,10 +49,6 @@ class Exercise:
     rtol: float = 1e-4
     atol: float = 1e-5
 
-    @property
-    def signature(self) -> str:
-        return f"{self.name}{inspect.signature(self.solution)}"
-
 
 @dataclass
 class Verdict:
