@@ -89,27 +89,6 @@ def pick(d: dict, *keys) -> dict:
     return {k: d[k] for k in keys}
 
 
-def time_cases(gen, hints: dict, make) -> list[Case]:
-    """The time-series battery, plainest first; ``make(series_dict, gen)`` → one case's inputs."""
-    specs = [
-        ("no episode end", dict(T=6)),
-        ("a single step", dict(T=1)),
-        ("terminated at the last step", dict(T=5, terminated_at=[4])),
-        ("terminated mid-window", dict(T=7, terminated_at=[2])),
-        ("truncated mid-window", dict(T=7, truncated_at=[2])),
-        ("terminated and truncated at once", dict(T=7, terminated_at=[3], truncated_at=[3])),
-        ("random episode ends, float64", dict(T=16, dtype=torch.float64, p_end=0.3)),
-    ]
-    return [
-        Case(
-            key,
-            hints.get(key, BOTH if "at once" in key else hints["default"]),
-            make(series(gen, **spec), gen),
-        )
-        for key, spec in specs
-    ]
-
-
 TERMINATED = (
     "a terminated step has no next state: its target bootstraps nothing "
     "(multiply γ·V(s') by 1 − terminated)"
@@ -121,6 +100,25 @@ TRUNCATED = (
 )
 LAST_STEP = "the window's last step bootstraps from next_values[T − 1] unless it terminated"
 BOTH = "a step that is both terminated and truncated is terminated: it bootstraps nothing"
+
+
+def time_cases(gen, hints: dict, make) -> list[Case]:
+    """The time-series battery, plainest first; ``make(series_dict, gen)`` → one case's inputs.
+    ``hints``: the exercise's own hints by case key, with ``"default"`` for the random case; the
+    episode-end cases fall back to the shared hints above."""
+    specs = [
+        ("no episode end", None, dict(T=6)),
+        ("a single step", LAST_STEP, dict(T=1)),
+        ("terminated at the last step", TERMINATED, dict(T=5, terminated_at=[4])),
+        ("terminated mid-window", NOT_ACROSS, dict(T=7, terminated_at=[2])),
+        ("truncated mid-window", TRUNCATED, dict(T=7, truncated_at=[2])),
+        ("terminated and truncated at once", BOTH, dict(T=7, terminated_at=[3], truncated_at=[3])),
+        ("random episode ends, float64", None, dict(T=16, dtype=torch.float64, p_end=0.3)),
+    ]
+    return [
+        Case(key, hints.get(key) or shared or hints["default"], make(series(gen, **spec), gen))
+        for key, shared, spec in specs
+    ]
 
 
 # --- 00 · TD(0) -----------------------------------------------------------------------------------
@@ -171,10 +169,6 @@ def cases_n_step_return(gen) -> list[Case]:
         "the window ends early at an episode's end or the data's end",
         "no episode end": "the window holds n rewards r_t … r_{t+n−1} (not n + 1), then "
         "γ^n V(s_{t+n}) = γ^n next_values[t+n−1]; near the data's end it is shorter",
-        "a single step": LAST_STEP,
-        "terminated at the last step": TERMINATED,
-        "terminated mid-window": NOT_ACROSS,
-        "truncated mid-window": TRUNCATED,
     }
 
     def make(d, gen):
@@ -205,10 +199,6 @@ def cases_lambda_return(gen) -> list[Case]:
         "default": "G_t = r_t + γ (1 − terminated_t) [(1 − λ) V(s_{t+1}) + λ G_{t+1}], backwards",
         "no episode end": "G_t = r_t + γ [(1 − λ) next_values[t] + λ G_{t+1}], going backwards "
         "from the last step, where G_{t+1} is replaced by next_values[T − 1]",
-        "a single step": LAST_STEP,
-        "terminated at the last step": TERMINATED,
-        "terminated mid-window": NOT_ACROSS,
-        "truncated mid-window": TRUNCATED,
     }
 
     def make(d, gen):
@@ -238,8 +228,6 @@ def cases_gae(gen) -> list[Case]:
         "no episode end": "δ_t = r_t + γ V(s_{t+1}) − V(s_t) with V(s_{t+1}) = next_values[t]; "
         "A_t = δ_t + γλ A_{t+1}, going backwards, A_T = 0",
         "a single step": "with one step, A_0 = δ_0 = r_0 + γ next_values[0] − values[0]",
-        "terminated at the last step": TERMINATED,
-        "terminated mid-window": NOT_ACROSS,
         "truncated mid-window": "truncated steps must bootstrap from next_values (δ_t keeps "
         "γ V(s_{t+1})), and A_{t+1} of the next episode must not flow into A_t",
     }
