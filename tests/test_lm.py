@@ -14,6 +14,7 @@ from rlnb.models.lm import (
     char_tokenizer,
     data_dir,
     load_reasoner,
+    model_soup,
     sha256,
     tiny_causal_lm,
 )
@@ -61,6 +62,8 @@ def test_tiny_causal_lm_sizes_and_errors():
         ("chain", (0.2, 0.5), 0.8),
         ("chain_oneshot", (0.0, 0.2), 0.2),  # the same budget without steps: far below chain
         ("stepwise_composition", (0.05, 0.4), 0.2),  # unseen pairs, reported whatever they are
+        ("addition_sft_a", (0.6, 0.95), 0.9),  # addition's SFT continued 150 steps, two orders
+        ("addition_sft_b", (0.6, 0.95), 0.9),
     ],
 )
 def test_shipped_reasoners_load_offline_and_match_their_record(name, greedy_range, min_pass16):
@@ -135,3 +138,29 @@ def test_a_missing_local_directory_is_not_a_hub_error(tmp_path):
     for path in (tmp_path / "nowhere", str(tmp_path / "nowhere"), "./no/such/dir"):
         with pytest.raises(FileNotFoundError, match="directory not found"):
             load_reasoner(path)
+
+
+def test_model_soup_is_the_weighted_average_of_every_parameter():
+    torch.manual_seed(0)
+    a, b, c = (tiny_causal_lm(15, n_layer=1, n_embd=32, n_head=2, n_positions=8) for _ in range(3))
+    soup = model_soup([a, b, c], [0.5, 0.3, 0.2])
+    for name, p in soup.named_parameters():
+        parts = [dict(m.named_parameters())[name] for m in (a, b, c)]
+        expected = 0.5 * parts[0] + 0.3 * parts[1] + 0.2 * parts[2]
+        torch.testing.assert_close(p, expected)
+    assert (
+        soup is not a
+        and a.state_dict()["lm_head.weight"].data_ptr() != soup.lm_head.weight.data_ptr()
+    )
+    torch.testing.assert_close(
+        model_soup([a, b]).lm_head.weight, (a.lm_head.weight + b.lm_head.weight) / 2
+    )
+    assert (
+        soup.lm_head.weight.data_ptr() == soup.get_input_embeddings().weight.data_ptr()
+    )  # still tied
+    with pytest.raises(ValueError, match="weights"):
+        model_soup([a, b], [0.5, 0.6])
+    with pytest.raises(ValueError, match="models"):
+        model_soup([a, tiny_causal_lm(15, n_layer=1, n_embd=16, n_head=2, n_positions=8)])
+    with pytest.raises(ValueError, match="models"):
+        model_soup([])

@@ -20,6 +20,7 @@ from rlnb.estimators.losses import (
     get_policy_loss,
     register_policy_loss,
     rollout_is_weights,
+    sequence_log_ratio,
 )
 from tests.batches import ragged_mask
 
@@ -285,3 +286,18 @@ def test_gspo_levels_differ_only_with_per_token_advantages():
         assert (
             grad_of("token", per_token, agg) - grad_of("sequence", per_token, agg)
         ).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_sequence_log_ratio_is_the_mean_token_log_ratio_by_a_loop(seed):
+    b = batch(seed)
+    mask = b["mask"].clone()
+    mask[0] = 0  # an empty response: 0
+    got = sequence_log_ratio(b["logp"], b["old"], mask)
+    for i in range(len(mask)):
+        terms = [
+            float(b["logp"][i, t] - b["old"][i, t]) for t in range(mask.shape[1]) if mask[i, t]
+        ]
+        assert math.isclose(float(got[i]), sum(terms) / len(terms) if terms else 0.0, abs_tol=1e-6)
+    with pytest.raises(ValueError, match="old_logp"):
+        sequence_log_ratio(b["logp"], b["old"][:, :-1], mask)

@@ -57,6 +57,7 @@ from rlnb.estimators.losses import (
     register_policy_loss,
     rollout_is_weights,
     sapo_loss,
+    sequence_log_ratio,
     vespo_loss,
 )
 from rlnb.estimators.registry import (
@@ -124,6 +125,7 @@ __all__ = [
     "luspo_loss",
     "cispo_loss",
     "sapo_loss",
+    "sequence_log_ratio",
     "gmpo_loss",
     "dppo_loss",
     "dro_loss",

@@ -293,6 +293,16 @@ def policy_loss(
     return _result(per_token, log_ratio, mask, agg, is_weights, dropped=cut)
 
 
+def sequence_log_ratio(logp: Tensor, old_logp: Tensor, mask: Tensor) -> Tensor:
+    """GSPO's sequence-level log-ratio ("Group Sequence Policy Optimization"), one per response
+    ``[B]``: ``log s_i = (1/|y_i|) Σ_t (logp_t − old_logp_t)`` over the response's tokens, the log
+    of the length-normalised likelihood ratio ``(π(y_i)/π_old(y_i))^(1/|y_i|)``; 0 for an empty
+    response."""
+    _check_tokens(mask, logp=logp, old_logp=old_logp)
+    m = mask.to(logp.dtype)
+    return ((logp - old_logp) * m).sum(-1) / m.sum(-1).clamp(min=1)
+
+
 @register_policy_loss("gspo")
 def gspo_loss(
     logp: Tensor,
@@ -322,9 +332,8 @@ def gspo_loss(
     clip_high = _clip_range(clip_low, clip_high)
     if level not in ("token", "sequence"):
         raise ValueError(f"level: expected 'token' or 'sequence', got {level!r}")
-    m = mask.to(logp.dtype)
     log_ratio = logp - old_logp
-    seq = (log_ratio * m).sum(-1, keepdim=True) / m.sum(-1, keepdim=True).clamp(min=1)
+    seq = sequence_log_ratio(logp, old_logp, mask)[:, None]
     if level == "token":
         log_s = logp - logp.detach() + seq.detach()
     else:

@@ -7,10 +7,14 @@ real model and tokenizer. Checkpoints are safetensors only; nothing is ever unpi
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
+
+import torch
 
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors
 from transformers import (
@@ -83,6 +87,36 @@ def tiny_causal_lm(
         pad_token_id=0,
     )
     return GPT2LMHeadModel(config)
+
+
+def model_soup(models: Sequence[torch.nn.Module], weights: Sequence[float] | None = None):
+    """A weight average of models of one architecture ("Model soups", and the reference of "SALSA:
+    Soup-based Alignment Learning for Stronger Adaptation in RLHF"): a copy of ``models[0]`` whose
+    every floating-point parameter and buffer is ``Σ_i w_i θ_i`` (``weights`` default to equal;
+    they must sum to 1, and may leave [0, 1] to extrapolate along the line between two models).
+    Integer buffers are ``models[0]``'s."""
+    models = list(models)
+    if not models:
+        raise ValueError("models: expected at least one model")
+    weights = [1 / len(models)] * len(models) if weights is None else [float(w) for w in weights]
+    if len(weights) != len(models) or abs(sum(weights) - 1) > 1e-6:
+        raise ValueError(f"weights: expected {len(models)} numbers summing to 1, got {weights}")
+    states = [m.state_dict() for m in models]
+    for i, state in enumerate(states[1:], 1):
+        if state.keys() != states[0].keys() or any(
+            state[k].shape != v.shape for k, v in states[0].items()
+        ):
+            raise ValueError(f"models: model {i} has other parameters or shapes than model 0")
+    soup = copy.deepcopy(models[0])
+    soup.load_state_dict(
+        {
+            k: sum(w * s[k] for w, s in zip(weights, states)).to(v.dtype)
+            if v.is_floating_point()
+            else v
+            for k, v in states[0].items()
+        }
+    )
+    return soup
 
 
 def data_dir() -> Path:

@@ -26,7 +26,7 @@ from rlnb.envs.tasks import (
     Composition,
     StepwiseComposition,
 )
-from rlnb.models.lm import char_tokenizer, data_dir, sha256, tiny_causal_lm
+from rlnb.models.lm import char_tokenizer, data_dir, load_reasoner, sha256, tiny_causal_lm
 from rlnb.train.lm_sft import SFTConfig, train_sft
 
 
@@ -48,8 +48,10 @@ class ReasonerSpec:
     stop_pass16: float = 0.85  # this and pass@16 at temperature 1 this (None: no rule, sft.steps)
     n_check_prompts: int = 256
     n_test_prompts: int | None = None  # the reported numbers: the whole test split, or a sample
+    init: str | None = None  # start from this shipped reasoner's weights instead of a fresh init
 
 
+SOUP_SFT_STEPS = 150  # notebook 10b's two SFT runs from "addition"
 CHAIN_STEPS = 385  # where "chain" met its stopping rule (data/reasoners/chain/metrics.json)
 
 SPECS = {
@@ -100,6 +102,17 @@ SPECS |= {
         stop_pass16=0.95,
     ),
 }
+# Two continuations of "addition"'s SFT from its weights, differing only in the order of the
+# train prompts (the seed): the two SFT models whose weight average is notebook 10b's reference
+# (SALSA). A fixed number of steps, no stopping rule.
+SPECS |= {
+    f"addition_sft_{name}": ReasonerSpec(
+        init="addition",
+        sft=SFTConfig(steps=SOUP_SFT_STEPS, batch_size=64, lr=3e-4, seed=seed, progress=False),
+        stop_greedy=None,
+    )
+    for name, seed in (("a", 1), ("b", 2))
+}
 TASKS = {
     "addition": Addition,
     "composition": Composition,
@@ -115,7 +128,10 @@ def build(name: str, out_root: Path | None = None) -> dict:
     torch.manual_seed(spec.sft.seed)
     task = TASKS[spec.task](**spec.task_args)
     tokenizer = char_tokenizer(task.alphabet)
-    model = tiny_causal_lm(len(tokenizer), **spec.model_args)
+    if spec.init is None:
+        model = tiny_causal_lm(len(tokenizer), **spec.model_args)
+    else:
+        model = load_reasoner(spec.init)[0].train()
     check_prompts = task.prompts(spec.n_check_prompts, "train", seed=12345)
     checks = []
 
@@ -149,6 +165,7 @@ def build(name: str, out_root: Path | None = None) -> dict:
         "task": spec.task,
         "task_args": spec.task_args,
         "model_args": spec.model_args,
+        "init": spec.init,
         "sft": asdict(spec.sft),
         "stopped_at_step": int(history["step"].iloc[-1]),
         "parameters": sum(p.numel() for p in model.parameters()),

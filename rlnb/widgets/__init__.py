@@ -6,11 +6,13 @@ from rlnb.widgets.gae import gae_example, gae_explorer, gridworld_task
 from rlnb.widgets.group import (
     aggregation_explorer,
     aggregation_weights,
+    batch_weights_explorer,
     group_advantage_table,
     group_explorer,
     loss_token_weights,
     loss_zoo_explorer,
     plot_token_weights,
+    token_weights,
 )
 from rlnb.widgets.lambda_return import (
     lambda_return_example,
@@ -27,12 +29,14 @@ from rlnb.widgets.verifier import step_score_explorer, step_score_table
 __all__ = [
     "aggregation_explorer",
     "aggregation_weights",
+    "batch_weights_explorer",
     "explorer",
     "group_advantage_table",
     "group_explorer",
     "loss_token_weights",
     "loss_zoo_explorer",
     "plot_token_weights",
+    "token_weights",
     "gae_example",
     "gae_explorer",
     "gridworld_task",

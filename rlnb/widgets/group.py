@@ -138,6 +138,18 @@ def aggregation_explorer(max_length: int = 64, n_responses: int = 8) -> W.VBox:
 ZOO_OPTIONS = {"dro": {"beta": 0.1}}  # knobs a loss needs (dro has no default β)
 
 
+def token_weights(loss: str, logp, old_logp, advantages, mask, **options) -> torch.Tensor:
+    """The weight ``w_t`` of each token's ``∇log π_t`` in the update of the registered policy loss
+    ``loss`` (its ``options``, ``agg`` among them), ``−∂ℓ/∂logp_t`` times the number of response
+    tokens, so that on policy with ``agg="token-mean"`` it is the token's advantage ``A_t``; 0 off
+    the mask. ``[B, L]``, float64, no gradient."""
+    logp = logp.detach().double().requires_grad_()
+    mask = mask.double()
+    adv = advantages.double()
+    compute_policy_loss(loss, logp, old_logp.double(), adv, mask, **options).loss.backward()
+    return (-logp.grad * mask.sum()).detach() * mask
+
+
 def loss_token_weights(
     rewards="1, 0, 0, 1",
     estimator: str = "grpo",
@@ -168,8 +180,9 @@ def loss_token_weights(
     logp = (old + log_ratio).clamp(max=-1e-6).requires_grad_()
     adv = compute_advantages(estimator, AdvantageInputs(r, group_size=G))[:, 0]
     options = {**ZOO_OPTIONS.get(loss, {}), **loss_options, "agg": "token-mean"}
-    compute_policy_loss(loss, logp, old, adv, mask, **options).loss.backward()
-    weights = (-logp.grad * mask.sum()).masked_fill(mask == 0, float("nan"))
+    weights = token_weights(loss, logp, old, adv, mask, **options).masked_fill(
+        mask == 0, float("nan")
+    )
     index = pd.Index([f"r={v:g}, |y|={n}" for v, n in zip(r.tolist(), lengths.tolist())])
 
     def frame(t):
@@ -221,3 +234,33 @@ def loss_zoo_explorer(
         return fig
 
     return explorer(controls, draw, title="Estimator × loss")
+
+
+def batch_weights_explorer(
+    snapshots: dict, old_logp, advantages, mask, labels, losses=("ppo", "gspo", "cispo", "sapo"),
+    agg: str = "seq-mean-token-mean",
+) -> W.VBox:  # fmt: skip
+    """Pick a policy loss and how far the policy has moved from the sampler (``snapshots``:
+    updates taken → current log-probs ``[B, L]`` of one real batch): the weight of every token's
+    ∇log π in that loss's update (``token_weights``), one row per response (``labels``)."""
+    steps = sorted(snapshots)
+    controls = {
+        "loss": W.Dropdown(options=tuple(losses), value=losses[0], description="loss"),
+        "updates": W.SelectionSlider(
+            options=steps, value=steps[0], description="updates", continuous_update=False
+        ),
+    }
+    vmax = float(advantages.abs().max()) * 2 or 1.0
+
+    def draw(loss, updates):
+        w = token_weights(loss, snapshots[updates], old_logp, advantages, mask, agg=agg)
+        w = w.masked_fill(mask == 0, float("nan")).numpy()
+        fig, ax = plt.subplots(figsize=(8, 0.25 * len(w) + 1.2))
+        im = ax.imshow(w, cmap="RdBu_r", vmin=-vmax, vmax=vmax, aspect="auto")
+        ax.set_yticks(range(len(w)), labels, fontsize=7)
+        ax.set(xlabel="answer token", title=f"{loss} after {updates} updates: weight of ∇log π_t")
+        fig.colorbar(im, ax=ax, label="weight (A_t on policy)")
+        fig.tight_layout()
+        return fig
+
+    return explorer(controls, draw, title="Per-token weights of each loss on one batch")
