@@ -236,6 +236,25 @@ def grpo_nan_for_one(logp, old_logp, scores, mask, group_size, clip):
     return solutions.seq_mean_token_mean(clipped_per_token(adv, logp, old_logp, clip), mask)
 
 
+def sequence_ratio_arithmetic_mean(logp, old_logp, mask):
+    m = mask.double()
+    return ((logp - old_logp).exp() * m).sum(1) / m.sum(1).clamp(min=1)
+
+
+def sequence_ratio_unmasked(logp, old_logp, mask):
+    return (logp - old_logp).mean(1).exp()
+
+
+def sequence_ratio_nan_on_empty(logp, old_logp, mask):
+    m = mask.to(logp.dtype)
+    return (((logp - old_logp) * m).sum(1) / m.sum(1)).exp()
+
+
+def sequence_ratio_product(logp, old_logp, mask):
+    m = mask.to(logp.dtype)
+    return ((logp - old_logp) * m).sum(1).exp()
+
+
 def seen_equivalents_on_a_few_inputs(program, seen, run, inputs):
     return solutions.seen_equivalents(program, seen, run, inputs[:2])
 
@@ -283,6 +302,10 @@ WRONG = [
     ("grpo_loss", "padding", grpo_token_mean),
     ("grpo_loss", "groups of one", grpo_nan_for_one),
     ("token_gae", "padded responses", token_gae_reward_on_last_column),
+    ("sequence_ratio", "no padding", sequence_ratio_arithmetic_mean),
+    ("sequence_ratio", "padding", sequence_ratio_unmasked),
+    ("sequence_ratio", "an empty response", sequence_ratio_nan_on_empty),
+    ("sequence_ratio", "no padding", sequence_ratio_product),
     ("seen_equivalents", "an unseen pair equal to none", seen_equivalents_on_a_few_inputs),
     ("seen_equivalents", "a seen program", seen_equivalents_with_itself),
 ]

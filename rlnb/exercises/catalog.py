@@ -28,6 +28,7 @@ from rlnb.estimators import (
     policy_loss,
     qae,
     rloo,
+    sequence_log_ratio,
     token_gae,
     two_hot,
     vtrace,
@@ -668,6 +669,31 @@ def cases_token_gae(gen) -> list[Case]:
         Case("λ < 1", "δ_t = r_t + V_{t+1} − V_t (V after the last token is 0), A_t = δ_t + λ A_{t+1}, backwards", batch([5, 5], 0.9)),
         Case("padded responses", "the score is the reward of each row's last *response* token (the mask's last 1), nothing bootstraps past it, and padding gets 0", batch([5, 2, 3], 0.95)),
         Case("random", "the same recursion on every row", batch([4, 1, 5, 3], 0.7)),
+    ]  # fmt: skip
+
+
+# --- 10b · GSPO's sequence ratio ---------------------------------------------------------------
+@exercise(
+    "10b",
+    lambda logp, old_logp, mask: sequence_log_ratio(logp, old_logp, mask).exp(),
+    (
+        "One number per response: its token log-ratios averaged over the response, then exp.",
+        "s_i = exp(Σ_t m_it (logp_it − old_logp_it) / Σ_t m_it); with no tokens the mean is 0, "
+        "so s_i = 1.",
+    ),
+)
+def cases_sequence_ratio(gen) -> list[Case]:
+    def batch(lengths, L=5, scale=0.3):
+        old = torch.rand(len(lengths), L, generator=gen).clamp(min=0.05).log()
+        logp = old + scale * torch.randn(len(lengths), L, generator=gen)
+        mask = torch.arange(L)[None, :] < torch.tensor(lengths)[:, None]
+        return dict(logp=logp, old_logp=old, mask=mask)
+
+    return [
+        Case("no padding", "average the token log-ratios logp − old_logp over the response, then exp: the geometric mean of the token ratios, not their arithmetic mean", batch([5, 5, 5])),
+        Case("padding", "only the response's tokens count: mask the log-ratios and divide by each response's own length", batch([5, 2, 4, 1])),
+        Case("an empty response", "a response without tokens has mean log-ratio 0 (not 0/0): s = 1", batch([3, 0, 5])),
+        Case("a long, moved response", "the same formula: exp of the mean, never the product of the token ratios", batch([5, 5], scale=1.5)),
     ]  # fmt: skip
 
 

@@ -305,3 +305,15 @@ def token_gae(scores, values, mask, lmbda):
             following = delta + lmbda * following
             A[b, t] = following
     return A
+
+
+# --- 10b · policy losses -----------------------------------------------------------------------
+def sequence_ratio(logp, old_logp, mask):
+    """GSPO's sequence ratio of each response: ``s_i = exp(mean over its tokens of (logp − old_logp))``,
+    1 for a response without tokens."""
+    s = torch.ones(len(logp), dtype=logp.dtype)
+    for i in range(len(logp)):
+        terms = [logp[i, t] - old_logp[i, t] for t in range(logp.shape[1]) if mask[i, t]]
+        if terms:
+            s[i] = torch.exp(sum(terms) / len(terms))
+    return s
