@@ -255,6 +255,27 @@ def sequence_ratio_product(logp, old_logp, mask):
     return ((logp - old_logp) * m).sum(1).exp()
 
 
+def barrier_without_the_line(alphas, losses):
+    return max(v for a, v in zip(alphas, losses) if 0 < a < 1)
+
+
+def barrier_with_the_ends(alphas, losses):
+    at = dict(zip(alphas, losses))
+    return max(v - ((1 - a) * at[0.0] + a * at[1.0]) for a, v in at.items() if 0 <= a <= 1)
+
+
+def barrier_by_position(alphas, losses):
+    return max(
+        (v - ((1 - a) * losses[0] + a * losses[-1]) for a, v in zip(alphas, losses) if 0 < a < 1),
+        default=0.0,
+    )
+
+
+def barrier_none_without_points(alphas, losses):
+    at = dict(zip(alphas, losses))
+    return max(v - ((1 - a) * at[0.0] + a * at[1.0]) for a, v in at.items() if 0 < a < 1)
+
+
 def seen_equivalents_on_a_few_inputs(program, seen, run, inputs):
     return solutions.seen_equivalents(program, seen, run, inputs[:2])
 
@@ -306,6 +327,10 @@ WRONG = [
     ("sequence_ratio", "padding", sequence_ratio_unmasked),
     ("sequence_ratio", "an empty response", sequence_ratio_nan_on_empty),
     ("sequence_ratio", "no padding", sequence_ratio_product),
+    ("loss_barrier", "a bump in the middle", barrier_without_the_line),
+    ("loss_barrier", "a valley (negative barrier)", barrier_with_the_ends),
+    ("loss_barrier", "alphas out of order, beyond [0, 1]", barrier_by_position),
+    ("loss_barrier", "only the ends", barrier_none_without_points),
     ("seen_equivalents", "an unseen pair equal to none", seen_equivalents_on_a_few_inputs),
     ("seen_equivalents", "a seen program", seen_equivalents_with_itself),
 ]

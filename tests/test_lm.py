@@ -14,6 +14,7 @@ from rlnb.models.lm import (
     char_tokenizer,
     data_dir,
     load_reasoner,
+    loss_barrier,
     model_soup,
     sha256,
     tiny_causal_lm,
@@ -164,3 +165,14 @@ def test_model_soup_is_the_weighted_average_of_every_parameter():
         model_soup([a, tiny_causal_lm(15, n_layer=1, n_embd=16, n_head=2, n_positions=8)])
     with pytest.raises(ValueError, match="models"):
         model_soup([])
+
+
+def test_loss_barrier_is_the_largest_excess_over_the_straight_line():
+    assert loss_barrier([0, 0.5, 1], [1.0, 2.5, 2.0]) == pytest.approx(1.0)  # line at 1.5
+    assert loss_barrier([0, 0.25, 0.5, 1], [1.0, 0.9, 0.8, 1.0]) == pytest.approx(-0.1)
+    assert loss_barrier([1, 0], [3.0, 1.0]) == 0.0  # only the endpoints
+    assert loss_barrier([-0.5, 0, 1, 1.5], [9.0, 1.0, 1.0, 9.0]) == 0.0  # outside [0, 1] ignored
+    with pytest.raises(ValueError, match="alphas"):
+        loss_barrier([0, 0.5], [1.0, 1.0])
+    with pytest.raises(ValueError, match="alphas"):
+        loss_barrier([0, 1], [1.0])

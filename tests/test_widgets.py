@@ -303,3 +303,39 @@ def test_step_score_table_and_explorer():
     slider = box.children[1].children[0]
     assert (slider.min, slider.max) == (0, 1)
     slider.value = 1  # redraws; must not raise
+
+
+def test_path_loss_is_each_model_at_the_ends_and_the_widget_builds():
+    from rlnb.envs.tasks import Addition
+    from rlnb.models.lm import load_reasoner
+    from rlnb.train.lm_sft import answer_batch, answer_loss
+    from rlnb.widgets import path_loss, soup_path_explorer
+
+    a, tok = load_reasoner("addition_sft_a")
+    b, _ = load_reasoner("addition_sft_b")
+    task = Addition(2)
+    prompts = task.prompts(32, "test", seed=0)
+    batch = answer_batch(tok, prompts, [task.answer(p) for p in prompts])
+    with torch.no_grad():
+        ends = [float(answer_loss(m, *batch)) for m in (a, b)]
+    assert path_loss(a, b, 0.0, *batch) == pytest.approx(ends[0], abs=1e-6)
+    assert path_loss(a, b, 1.0, *batch) == pytest.approx(ends[1], abs=1e-6)
+    assert path_loss(a, b, 0.5, *batch) != pytest.approx(ends[0], abs=1e-4)
+    box = soup_path_explorer(a, b, batch, [0.0, 0.5, 1.0], [ends[0], 0.2, ends[1]])
+    box.children[1].children[0].value = 1.25  # fires the callback (an error would raise)
+
+
+def test_token_weights_on_policy_are_the_advantages_and_the_batch_widget_builds():
+    from rlnb.widgets import batch_weights_explorer, token_weights
+
+    g = torch.Generator().manual_seed(0)
+    mask = (torch.arange(4)[None, :] < torch.tensor([4, 2, 3])[:, None]).double()
+    old = -torch.rand(3, 4, generator=g, dtype=torch.float64) * mask
+    adv = torch.tensor([1.0, -0.5, 0.25])[:, None].expand(3, 4)
+    for loss in ("ppo", "gspo", "cispo", "sapo"):
+        w = token_weights(loss, old, old, adv, mask, agg="token-mean")
+        torch.testing.assert_close(w, adv * mask)
+    moved = old + 0.5 * torch.randn(3, 4, generator=g, dtype=torch.float64) * mask
+    box = batch_weights_explorer({0: old, 4: moved}, old, adv, mask, ["a", "b", "c"])
+    box.children[1].children[1].value = 4  # fires the callback (an error would raise)
+    box.children[1].children[0].value = "sapo"

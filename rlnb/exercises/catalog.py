@@ -36,6 +36,7 @@ from rlnb.estimators import (
 from rlnb.exercises import solutions
 from rlnb.exercises.grader import Case, Exercise, register_exercise
 from rlnb.metrics import auc
+from rlnb.models.lm import loss_barrier
 from rlnb.models.value import bellman_target
 from rlnb.train.planning import mdvi_values, soft_max
 from rlnb.train.tabular import td0_prediction
@@ -694,6 +695,28 @@ def cases_sequence_ratio(gen) -> list[Case]:
         Case("padding", "only the response's tokens count: mask the log-ratios and divide by each response's own length", batch([5, 2, 4, 1])),
         Case("an empty response", "a response without tokens has mean log-ratio 0 (not 0/0): s = 1", batch([3, 0, 5])),
         Case("a long, moved response", "the same formula: exp of the mean, never the product of the token ratios", batch([5, 5], scale=1.5)),
+    ]  # fmt: skip
+
+
+# --- 10c · the loss barrier ---------------------------------------------------------------------
+@exercise(
+    "10c",
+    lambda alphas, losses: torch.tensor(loss_barrier(alphas, losses), dtype=torch.float64),
+    (
+        "Draw the straight line from (0, L(0)) to (1, L(1)); the barrier is how far the path rises "
+        "above it at its worst point in between.",
+        "For each α with 0 < α < 1: L(α) − ((1 − α) L(0) + α L(1)); return the largest, 0.0 when "
+        "there is none. Find L(0) and L(1) by α, not by position.",
+    ),
+)
+def cases_loss_barrier(gen) -> list[Case]:
+    bump = [0.0, 0.25, 0.5, 0.75, 1.0]
+    return [
+        Case("a bump in the middle", "subtract the straight line between the ends, (1 − α) L(0) + α L(1), before taking the max: the raw largest loss is not the barrier", dict(alphas=bump, losses=[1.0, 1.6, 2.0, 1.9, 1.2])),
+        Case("a valley (negative barrier)", "only the points strictly between 0 and 1 count: the ends are always on their own line (excess 0), so including them would hide a negative barrier", dict(alphas=bump, losses=[1.0, 0.8, 0.7, 0.9, 1.2])),
+        Case("alphas out of order, beyond [0, 1]", "L(0) and L(1) are the losses at α = 0 and α = 1 wherever they are in the list; points outside (0, 1) do not count", dict(alphas=[-0.5, 1.0, 0.5, 0.0, 1.5], losses=[5.0, 2.0, 1.0, 1.0, 7.0])),
+        Case("only the ends", "no point strictly between 0 and 1: return 0.0", dict(alphas=[0.0, 1.0], losses=[1.0, 3.0])),
+        Case("random path", "the same on a longer path", dict(alphas=[i / 10 for i in range(11)], losses=(1 + torch.rand(11, generator=gen)).tolist())),
     ]  # fmt: skip
 
 

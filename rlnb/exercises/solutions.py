@@ -317,3 +317,16 @@ def sequence_ratio(logp, old_logp, mask):
         if terms:
             s[i] = torch.exp(sum(terms) / len(terms))
     return s
+
+
+# --- 10c · the soup reference -------------------------------------------------------------------
+def loss_barrier(alphas, losses):
+    """The largest excess of the loss over the straight line between the ends,
+    ``L(α) − ((1 − α) L(0) + α L(1))``, over the alphas strictly between 0 and 1; 0.0 if none."""
+    at = dict(zip(alphas, losses))
+    worst = None
+    for a, loss in at.items():
+        if 0 < a < 1:
+            excess = loss - ((1 - a) * at[0.0] + a * at[1.0])
+            worst = excess if worst is None else max(worst, excess)
+    return 0.0 if worst is None else worst

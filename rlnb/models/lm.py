@@ -118,6 +118,23 @@ def model_soup(models: Sequence[torch.nn.Module], weights: Sequence[float] | Non
     return soup
 
 
+def loss_barrier(alphas: Sequence[float], losses: Sequence[float]) -> float:
+    """The loss barrier on the line between two models: ``max_α [L(α) − ((1 − α) L(0) + α L(1))]``
+    over the given ``alphas`` strictly between 0 and 1 ("Linear Mode Connectivity and the Lottery
+    Ticket Hypothesis"); ``alphas`` must include 0 and 1. Negative: every point between the two is
+    better than the straight line between their losses (they share a basin); 0 when only the
+    endpoints are given."""
+    pairs = dict(zip((float(a) for a in alphas), (float(v) for v in losses)))
+    if len(pairs) != len(alphas) or len(alphas) != len(losses) or not {0.0, 1.0} <= pairs.keys():
+        raise ValueError(
+            f"alphas, losses: expected distinct alphas including 0 and 1 and one loss each, got "
+            f"{list(alphas)} and {len(losses)} losses"
+        )
+    first, last = pairs[0.0], pairs[1.0]
+    excess = [v - ((1 - a) * first + a * last) for a, v in pairs.items() if 0 < a < 1]
+    return max(excess, default=0.0)
+
+
 def data_dir() -> Path:
     """Where shipped artifacts live: ``$RLNB_DATA`` if set, else the repository's ``data/``."""
     return Path(os.environ.get(DATA_ENV, Path(__file__).resolve().parents[2] / "data"))

@@ -21,6 +21,7 @@ from rlnb.widgets.lambda_return import (
 )
 from rlnb.widgets.planning import mdvi_curves, mdvi_explorer
 from rlnb.widgets.reasoner import passk_explorer, passk_table
+from rlnb.widgets.soup import path_loss, soup_path_explorer
 from rlnb.widgets.tour import tour_estimates, tour_explorer
 from rlnb.widgets.tree import plot_tree, tree_explorer, tree_layout
 from rlnb.widgets.value_losses import hl_gauss_explorer, target_distributions
@@ -52,6 +53,8 @@ __all__ = [
     "mdvi_explorer",
     "passk_explorer",
     "passk_table",
+    "path_loss",
+    "soup_path_explorer",
     "hl_gauss_explorer",
     "target_distributions",
     "tour_estimates",

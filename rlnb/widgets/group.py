@@ -1,5 +1,6 @@
-"""Notebook 09's explorers: group advantages side by side, per-token weights of each loss
-aggregation mode, and the per-token update of each estimator × policy loss."""
+"""Notebooks 09's and 10b's explorers: group advantages side by side, per-token weights of each loss
+aggregation mode, and the per-token update of each estimator × policy loss (on a synthetic group,
+and on one real batch as the policy moves away from the sampler)."""
 
 from __future__ import annotations
 
