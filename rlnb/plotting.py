@@ -41,6 +41,15 @@ def spread_caption(n_runs: int) -> str:
     return f"{n_runs} runs, " + ("mean ± s.e." if n_runs >= BAND_MIN_RUNS else "mean and each run")
 
 
+def rolling_mean(x, window: int = 10) -> np.ndarray:
+    """The trailing mean of ``x`` over ``window`` points (fewer at the start): a training curve
+    smoothed for plotting."""
+    x = np.asarray(x, dtype=np.float64)
+    c = np.cumsum(np.insert(x, 0, 0.0))
+    n = np.minimum(np.arange(1, len(x) + 1), window)
+    return (c[1:] - c[np.arange(1, len(x) + 1) - n]) / n
+
+
 def mean_and_spread(ax, x, runs, label: str, color=None, alpha: float = 0.2, ls=None):
     """Plot the mean over runs (axis 0 of ``runs``) and its spread.
 

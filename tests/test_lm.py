@@ -165,6 +165,8 @@ def test_model_soup_is_the_weighted_average_of_every_parameter():
         model_soup([a, tiny_causal_lm(15, n_layer=1, n_embd=16, n_head=2, n_positions=8)])
     with pytest.raises(ValueError, match="models"):
         model_soup([])
+    with pytest.raises(ValueError, match="weights"):
+        model_soup([a, b], [float("nan"), 0.5])
 
 
 def test_loss_barrier_is_the_largest_excess_over_the_straight_line():
@@ -176,3 +178,5 @@ def test_loss_barrier_is_the_largest_excess_over_the_straight_line():
         loss_barrier([0, 0.5], [1.0, 1.0])
     with pytest.raises(ValueError, match="alphas"):
         loss_barrier([0, 1], [1.0])
+    with pytest.raises(ValueError, match="losses"):
+        loss_barrier([0, 0.5, 1], [1.0, float("nan"), 1.0])

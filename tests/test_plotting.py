@@ -3,11 +3,14 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
 
 from rlnb.plotting import (  # noqa: E402
     BAND_MIN_RUNS,
     mean_and_spread,
     plain_log_ticks,
+    rolling_mean,
     spread_caption,
 )
 
@@ -41,3 +44,13 @@ def test_plain_log_ticks_label_plain_numbers_only():
     assert [t.get_text() for t in ax.get_yticklabels()] == ["0.2", "0.5"]
     assert all(t.get_text() == "" for t in ax.yaxis.get_minorticklabels())
     plt.close(fig)
+
+
+@pytest.mark.parametrize("window", [1, 3, 10])
+def test_rolling_mean_is_the_trailing_mean_by_a_loop(window):
+    x = np.random.default_rng(window).normal(size=25)
+    expected = [x[max(0, i - window + 1) : i + 1].mean() for i in range(len(x))]
+    np.testing.assert_allclose(rolling_mean(x, window), expected)
+    np.testing.assert_allclose(
+        rolling_mean(pd.Series(x), window), pd.Series(x).rolling(window, min_periods=1).mean()
+    )

@@ -323,6 +323,8 @@ def test_path_loss_is_each_model_at_the_ends_and_the_widget_builds():
     assert path_loss(a, b, 0.5, *batch) != pytest.approx(ends[0], abs=1e-4)
     box = soup_path_explorer(a, b, batch, [0.0, 0.5, 1.0], [ends[0], 0.2, ends[1]])
     box.children[1].children[0].value = 1.25  # fires the callback (an error would raise)
+    with pytest.raises(ValueError, match="alphas"):
+        soup_path_explorer(a, b, batch, [0.0, 0.5], [1.0, 1.0])
 
 
 def test_token_weights_on_policy_are_the_advantages_and_the_batch_widget_builds():
@@ -333,9 +335,12 @@ def test_token_weights_on_policy_are_the_advantages_and_the_batch_widget_builds(
     old = -torch.rand(3, 4, generator=g, dtype=torch.float64) * mask
     adv = torch.tensor([1.0, -0.5, 0.25])[:, None].expand(3, 4)
     for loss in ("ppo", "gspo", "cispo", "sapo"):
-        w = token_weights(loss, old, old, adv, mask, agg="token-mean")
-        torch.testing.assert_close(w, adv * mask)
+        for agg in ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum"):
+            w = token_weights(loss, old, old, adv, mask, agg=agg)  # on policy: A in every mode
+            torch.testing.assert_close(w, adv * mask)
     moved = old + 0.5 * torch.randn(3, 4, generator=g, dtype=torch.float64) * mask
     box = batch_weights_explorer({0: old, 4: moved}, old, adv, mask, ["a", "b", "c"])
     box.children[1].children[1].value = 4  # fires the callback (an error would raise)
     box.children[1].children[0].value = "sapo"
+    with pytest.raises(ValueError, match="snapshots"):
+        batch_weights_explorer({}, old, adv, mask, ["a", "b", "c"])

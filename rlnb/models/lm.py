@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -98,7 +99,7 @@ def model_soup(models: Sequence[torch.nn.Module], weights: Sequence[float] | Non
     if not models:
         raise ValueError("models: expected at least one model")
     weights = [1 / len(models)] * len(models) if weights is None else [float(w) for w in weights]
-    if len(weights) != len(models) or abs(sum(weights) - 1) > 1e-6:
+    if len(weights) != len(models) or not abs(sum(weights) - 1) <= 1e-6:  # NaN fails too
         raise ValueError(f"weights: expected {len(models)} numbers summing to 1, got {weights}")
     states = [m.state_dict() for m in models]
     for i, state in enumerate(states[1:], 1):
@@ -120,8 +121,8 @@ def model_soup(models: Sequence[torch.nn.Module], weights: Sequence[float] | Non
 
 def loss_barrier(alphas: Sequence[float], losses: Sequence[float]) -> float:
     """The loss barrier on the line between two models: ``max_α [L(α) − ((1 − α) L(0) + α L(1))]``
-    over the given ``alphas`` strictly between 0 and 1 ("Linear Mode Connectivity and the Lottery
-    Ticket Hypothesis"); ``alphas`` must include 0 and 1. Negative: every point between the two is
+    over the given ``alphas`` strictly between 0 and 1 (the barrier of "The Role of Permutation
+    Invariance in Linear Mode Connectivity of Neural Networks"); ``alphas`` must include 0 and 1. Negative: every point between the two is
     better than the straight line between their losses (they share a basin); 0 when only the
     endpoints are given."""
     pairs = dict(zip((float(a) for a in alphas), (float(v) for v in losses)))
@@ -130,6 +131,8 @@ def loss_barrier(alphas: Sequence[float], losses: Sequence[float]) -> float:
             f"alphas, losses: expected distinct alphas including 0 and 1 and one loss each, got "
             f"{list(alphas)} and {len(losses)} losses"
         )
+    if not all(math.isfinite(v) for v in pairs.values()):
+        raise ValueError(f"losses: expected finite numbers, got {list(losses)}")
     first, last = pairs[0.0], pairs[1.0]
     excess = [v - ((1 - a) * first + a * last) for a, v in pairs.items() if 0 < a < 1]
     return max(excess, default=0.0)

@@ -51,7 +51,7 @@ class ReasonerSpec:
     init: str | None = None  # start from this shipped reasoner's weights instead of a fresh init
 
 
-SOUP_SFT_STEPS = 150  # notebook 10b's two SFT runs from "addition"
+SOUP_SFT_STEPS = 150  # notebook 10c's two SFT runs from "addition"
 CHAIN_STEPS = 385  # where "chain" met its stopping rule (data/reasoners/chain/metrics.json)
 
 SPECS = {
@@ -103,7 +103,7 @@ SPECS |= {
     ),
 }
 # Two continuations of "addition"'s SFT from its weights, differing only in the order of the
-# train prompts (the seed): the two SFT models whose weight average is notebook 10b's reference
+# train prompts (the seed): the two SFT models whose weight average is notebook 10c's reference
 # (SALSA). A fixed number of steps, no stopping rule.
 SPECS |= {
     f"addition_sft_{name}": ReasonerSpec(
@@ -132,6 +132,12 @@ def build(name: str, out_root: Path | None = None) -> dict:
         model = tiny_causal_lm(len(tokenizer), **spec.model_args)
     else:
         model = load_reasoner(spec.init)[0].train()
+        differ = {k: v for k, v in spec.model_args.items() if getattr(model.config, k) != v}
+        if differ or len(tokenizer) != model.config.vocab_size:
+            raise ValueError(
+                f"init: {spec.init!r} is not a model of this spec (model_args {differ}, vocabulary "
+                f"{model.config.vocab_size} against the task's {len(tokenizer)})"
+            )
     check_prompts = task.prompts(spec.n_check_prompts, "train", seed=12345)
     checks = []
 

@@ -141,14 +141,18 @@ ZOO_OPTIONS = {"dro": {"beta": 0.1}}  # knobs a loss needs (dro has no default �
 
 def token_weights(loss: str, logp, old_logp, advantages, mask, **options) -> torch.Tensor:
     """The weight ``w_t`` of each token's ``∇log π_t`` in the update of the registered policy loss
-    ``loss`` (its ``options``, ``agg`` among them), ``−∂ℓ/∂logp_t`` times the number of response
-    tokens, so that on policy with ``agg="token-mean"`` it is the token's advantage ``A_t``; 0 off
-    the mask. ``[B, L]``, float64, no gradient."""
+    ``loss`` (its ``options``, ``agg`` among them): ``−∂ℓ/∂logp_t`` divided by the weight the
+    aggregation ``agg`` gives the token (``∂ aggregate(x, mask, agg)/∂x_t``; ``1/N`` for
+    ``token-mean``, ``1/(B·|y_i|)`` for ``seq-mean-token-mean``), so that on policy it is the
+    token's advantage ``A_t`` in every aggregation; 0 off the mask. ``[B, L]``, float64."""
     logp = logp.detach().double().requires_grad_()
     mask = mask.double()
     adv = advantages.double()
     compute_policy_loss(loss, logp, old_logp.double(), adv, mask, **options).loss.backward()
-    return (-logp.grad * mask.sum()).detach() * mask
+    x = torch.zeros_like(mask, requires_grad=True)
+    aggregate(x, mask, options.get("agg", "token-mean")).backward()
+    share = torch.where(x.grad != 0, x.grad, torch.ones_like(x.grad))
+    return (-logp.grad / share).detach() * mask
 
 
 def loss_token_weights(
@@ -244,6 +248,8 @@ def batch_weights_explorer(
     """Pick a policy loss and how far the policy has moved from the sampler (``snapshots``:
     updates taken → current log-probs ``[B, L]`` of one real batch): the weight of every token's
     ∇log π in that loss's update (``token_weights``), one row per response (``labels``)."""
+    if not snapshots:
+        raise ValueError("snapshots: expected at least one {updates: log-probs} entry")
     steps = sorted(snapshots)
     controls = {
         "loss": W.Dropdown(options=tuple(losses), value=losses[0], description="loss"),
@@ -260,7 +266,7 @@ def batch_weights_explorer(
         im = ax.imshow(w, cmap="RdBu_r", vmin=-vmax, vmax=vmax, aspect="auto")
         ax.set_yticks(range(len(w)), labels, fontsize=7)
         ax.set(xlabel="answer token", title=f"{loss} after {updates} updates: weight of ∇log π_t")
-        fig.colorbar(im, ax=ax, label="weight (A_t on policy)")
+        fig.colorbar(im, ax=ax, label="weight of ∇log π_t (A_i on policy)")
         fig.tight_layout()
         return fig
 
