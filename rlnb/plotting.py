@@ -5,6 +5,7 @@ from __future__ import annotations
 import matplotlib as mpl
 import matplotlib.ticker
 import numpy as np
+import pandas as pd
 
 STYLE = {
     "figure.figsize": (7.0, 4.0),
@@ -42,12 +43,12 @@ def spread_caption(n_runs: int) -> str:
 
 
 def rolling_mean(x, window: int = 10) -> np.ndarray:
-    """The trailing mean of ``x`` over ``window`` points (fewer at the start): a training curve
-    smoothed for plotting."""
-    x = np.asarray(x, dtype=np.float64)
-    c = np.cumsum(np.insert(x, 0, 0.0))
-    n = np.minimum(np.arange(1, len(x) + 1), window)
-    return (c[1:] - c[np.arange(1, len(x) + 1) - n]) / n
+    """The trailing mean of ``x`` over ``window`` points (fewer at the start; NaNs skipped, as
+    pandas' ``rolling(window, min_periods=1)``): a training curve smoothed for plotting."""
+    if not (isinstance(window, int) and window >= 1):
+        raise ValueError(f"window: expected an integer ≥ 1, got {window!r}")
+    x = pd.Series(np.asarray(x, dtype=np.float64))
+    return x.rolling(window, min_periods=1).mean().to_numpy()
 
 
 def mean_and_spread(ax, x, runs, label: str, color=None, alpha: float = 0.2, ls=None):

@@ -180,3 +180,5 @@ def test_loss_barrier_is_the_largest_excess_over_the_straight_line():
         loss_barrier([0, 1], [1.0])
     with pytest.raises(ValueError, match="losses"):
         loss_barrier([0, 0.5, 1], [1.0, float("nan"), 1.0])
+    with pytest.raises(ValueError, match="alphas"):
+        loss_barrier([0, float("nan"), 1], [1.0, 1.0, 1.0])

@@ -54,3 +54,10 @@ def test_rolling_mean_is_the_trailing_mean_by_a_loop(window):
     np.testing.assert_allclose(
         rolling_mean(pd.Series(x), window), pd.Series(x).rolling(window, min_periods=1).mean()
     )
+
+
+def test_rolling_mean_skips_nan_and_refuses_a_bad_window():
+    np.testing.assert_allclose(rolling_mean([1.0, np.nan, 3.0, 5.0], 2), [1.0, 1.0, 3.0, 4.0])
+    for window in (0, 2.5):
+        with pytest.raises(ValueError, match="window"):
+            rolling_mean([1.0, 2.0], window)

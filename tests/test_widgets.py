@@ -338,9 +338,15 @@ def test_token_weights_on_policy_are_the_advantages_and_the_batch_widget_builds(
         for agg in ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum"):
             w = token_weights(loss, old, old, adv, mask, agg=agg)  # on policy: A in every mode
             torch.testing.assert_close(w, adv * mask)
+        w = token_weights(loss, old, old, adv, mask)  # the loss's own default aggregation
+        torch.testing.assert_close(w, adv * mask)
     moved = old + 0.5 * torch.randn(3, 4, generator=g, dtype=torch.float64) * mask
     box = batch_weights_explorer({0: old, 4: moved}, old, adv, mask, ["a", "b", "c"])
     box.children[1].children[1].value = 4  # fires the callback (an error would raise)
     box.children[1].children[0].value = "sapo"
     with pytest.raises(ValueError, match="snapshots"):
         batch_weights_explorer({}, old, adv, mask, ["a", "b", "c"])
+    with pytest.raises(ValueError, match="labels"):
+        batch_weights_explorer({0: old}, old, adv, mask, ["a", "b"])
+    with pytest.raises(ValueError, match="losses"):
+        batch_weights_explorer({0: old}, old, adv, mask, ["a", "b", "c"], losses=())

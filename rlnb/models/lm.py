@@ -131,6 +131,8 @@ def loss_barrier(alphas: Sequence[float], losses: Sequence[float]) -> float:
             f"alphas, losses: expected distinct alphas including 0 and 1 and one loss each, got "
             f"{list(alphas)} and {len(losses)} losses"
         )
+    if not all(math.isfinite(a) for a in pairs):
+        raise ValueError(f"alphas: expected finite numbers, got {list(alphas)}")
     if not all(math.isfinite(v) for v in pairs.values()):
         raise ValueError(f"losses: expected finite numbers, got {list(losses)}")
     first, last = pairs[0.0], pairs[1.0]

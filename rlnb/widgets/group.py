@@ -4,13 +4,21 @@ and on one real batch as the policy moves away from the sampler)."""
 
 from __future__ import annotations
 
+import inspect
+
 import ipywidgets as W
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import torch
 
-from rlnb.estimators.losses import AGG_MODES, POLICY_LOSSES, aggregate, compute_policy_loss
+from rlnb.estimators.losses import (
+    AGG_MODES,
+    POLICY_LOSSES,
+    aggregate,
+    compute_policy_loss,
+    get_policy_loss,
+)
 from rlnb.estimators.registry import (
     AdvantageInputs,
     accepted_options,
@@ -141,16 +149,17 @@ ZOO_OPTIONS = {"dro": {"beta": 0.1}}  # knobs a loss needs (dro has no default �
 
 def token_weights(loss: str, logp, old_logp, advantages, mask, **options) -> torch.Tensor:
     """The weight ``w_t`` of each token's ``∇log π_t`` in the update of the registered policy loss
-    ``loss`` (its ``options``, ``agg`` among them): ``−∂ℓ/∂logp_t`` divided by the weight the
-    aggregation ``agg`` gives the token (``∂ aggregate(x, mask, agg)/∂x_t``; ``1/N`` for
+    ``loss`` (its ``options``, ``agg`` among them; the loss's own default ``agg`` otherwise):
+    ``−∂ℓ/∂logp_t`` divided by the weight the aggregation ``agg`` gives the token (``∂ aggregate(x, mask, agg)/∂x_t``; ``1/N`` for
     ``token-mean``, ``1/(B·|y_i|)`` for ``seq-mean-token-mean``), so that on policy it is the
     token's advantage ``A_t`` in every aggregation; 0 off the mask. ``[B, L]``, float64."""
+    agg = options.get("agg", inspect.signature(get_policy_loss(loss)).parameters["agg"].default)
     logp = logp.detach().double().requires_grad_()
     mask = mask.double()
     adv = advantages.double()
     compute_policy_loss(loss, logp, old_logp.double(), adv, mask, **options).loss.backward()
     x = torch.zeros_like(mask, requires_grad=True)
-    aggregate(x, mask, options.get("agg", "token-mean")).backward()
+    aggregate(x, mask, agg).backward()
     share = torch.where(x.grad != 0, x.grad, torch.ones_like(x.grad))
     return (-logp.grad / share).detach() * mask
 
@@ -250,6 +259,10 @@ def batch_weights_explorer(
     ∇log π in that loss's update (``token_weights``), one row per response (``labels``)."""
     if not snapshots:
         raise ValueError("snapshots: expected at least one {updates: log-probs} entry")
+    if not losses:
+        raise ValueError("losses: expected at least one registered policy loss")
+    if len(labels) != len(mask):
+        raise ValueError(f"labels: expected one per response ({len(mask)}), got {len(labels)}")
     steps = sorted(snapshots)
     controls = {
         "loss": W.Dropdown(options=tuple(losses), value=losses[0], description="loss"),
