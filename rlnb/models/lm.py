@@ -122,9 +122,9 @@ def model_soup(models: Sequence[torch.nn.Module], weights: Sequence[float] | Non
 def loss_barrier(alphas: Sequence[float], losses: Sequence[float]) -> float:
     """The loss barrier on the line between two models: ``max_α [L(α) − ((1 − α) L(0) + α L(1))]``
     over the given ``alphas`` strictly between 0 and 1 (the barrier of "The Role of Permutation
-    Invariance in Linear Mode Connectivity of Neural Networks"); ``alphas`` must include 0 and 1. Negative: every point between the two is
-    better than the straight line between their losses (they share a basin); 0 when only the
-    endpoints are given."""
+    Invariance in Linear Mode Connectivity of Neural Networks"); ``alphas`` must include 0 and 1.
+    Negative: every point between the two is better than the straight line between their losses
+    (they share a basin); 0 when only the endpoints are given."""
     pairs = dict(zip((float(a) for a in alphas), (float(v) for v in losses)))
     if len(pairs) != len(alphas) or len(alphas) != len(losses) or not {0.0, 1.0} <= pairs.keys():
         raise ValueError(

@@ -48,9 +48,7 @@ class ReasonerSpec:
     stop_pass16: float = 0.85  # this and pass@16 at temperature 1 this (None: no rule, sft.steps)
     n_check_prompts: int = 256
     n_test_prompts: int | None = None  # the reported numbers: the whole test split, or a sample
-    init: str | None = (
-        None  # start from this shipped reasoner (read from data/ or $RLNB_DATA, not --out)
-    )
+    init: str | None = None  # start from this shipped reasoner (from data/, never from --out)
 
 
 SOUP_SFT_STEPS = 150  # notebook 10c's two SFT runs from "addition"

@@ -150,9 +150,10 @@ ZOO_OPTIONS = {"dro": {"beta": 0.1}}  # knobs a loss needs (dro has no default �
 def token_weights(loss: str, logp, old_logp, advantages, mask, **options) -> torch.Tensor:
     """The weight ``w_t`` of each token's ``∇log π_t`` in the update of the registered policy loss
     ``loss`` (its ``options``, ``agg`` among them; the loss's own default ``agg`` otherwise):
-    ``−∂ℓ/∂logp_t`` divided by the weight the aggregation ``agg`` gives the token (``∂ aggregate(x, mask, agg)/∂x_t``; ``1/N`` for
-    ``token-mean``, ``1/(B·|y_i|)`` for ``seq-mean-token-mean``), so that on policy it is the
-    token's advantage ``A_t`` in every aggregation; 0 off the mask. ``[B, L]``, float64."""
+    ``−∂ℓ/∂logp_t`` divided by the weight the aggregation gives the token, ``∂ aggregate(x, mask,
+    agg)/∂x_t`` (``1/N`` for ``token-mean``, ``1/(B·|y_i|)`` for ``seq-mean-token-mean``), so that
+    on policy it is the token's advantage ``A_t`` in every aggregation; 0 off the mask. ``[B, L]``,
+    float64."""
     agg = options.get("agg", inspect.signature(get_policy_loss(loss)).parameters["agg"].default)
     logp = logp.detach().double().requires_grad_()
     mask = mask.double()
@@ -274,11 +275,10 @@ def batch_weights_explorer(
 
     def draw(loss, updates):
         w = token_weights(loss, snapshots[updates], old_logp, advantages, mask, agg=agg)
-        w = w.masked_fill(mask == 0, float("nan")).numpy()
+        weights = pd.DataFrame(w.masked_fill(mask == 0, float("nan")).numpy(), index=labels)
         fig, ax = plt.subplots(figsize=(8, 0.25 * len(w) + 1.2))
-        im = ax.imshow(w, cmap="RdBu_r", vmin=-vmax, vmax=vmax, aspect="auto")
-        ax.set_yticks(range(len(w)), labels, fontsize=7)
-        ax.set(xlabel="answer token", title=f"{loss} after {updates} updates: weight of ∇log π_t")
+        title = f"{loss} after {updates} updates: weight of ∇log π_t"
+        im = plot_token_weights({"weights": weights}, ax, title, vmax)
         fig.colorbar(im, ax=ax, label="weight of ∇log π_t (A_i on policy)")
         fig.tight_layout()
         return fig
