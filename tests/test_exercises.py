@@ -255,6 +255,20 @@ def sequence_ratio_product(logp, old_logp, mask):
     return ((logp - old_logp) * m).sum(1).exp()
 
 
+def beta_forgets_after_counting(alpha, beta, prompts, rewards, rho):
+    alpha, beta = alpha.clone(), beta.clone()
+    for p, r in zip(prompts.tolist(), rewards.tolist()):
+        alpha[p], beta[p] = rho * (alpha[p] + r), rho * (beta[p] + 1 - r)
+    return torch.stack([alpha, beta])
+
+
+def beta_forgets_every_prompt(alpha, beta, prompts, rewards, rho):
+    alpha, beta = rho * alpha, rho * beta
+    for p, r in zip(prompts.tolist(), rewards.tolist()):
+        alpha[p], beta[p] = alpha[p] + r, beta[p] + 1 - r
+    return torch.stack([alpha, beta])
+
+
 def barrier_without_the_line(alphas, losses):
     return max(v for a, v in zip(alphas, losses) if 0 < a < 1)
 
@@ -327,6 +341,8 @@ WRONG = [
     ("sequence_ratio", "padding", sequence_ratio_unmasked),
     ("sequence_ratio", "an empty response", sequence_ratio_nan_on_empty),
     ("sequence_ratio", "no padding", sequence_ratio_product),
+    ("beta_tracker_update", "every prompt, one outcome each", beta_forgets_after_counting),
+    ("beta_tracker_update", "prompts not sampled this step", beta_forgets_every_prompt),
     ("loss_barrier", "a bump in the middle", barrier_without_the_line),
     ("loss_barrier", "a valley (negative barrier)", barrier_with_the_ends),
     ("loss_barrier", "alphas out of order, beyond [0, 1]", barrier_by_position),

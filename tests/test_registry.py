@@ -38,6 +38,8 @@ NEEDS = {
     "pvpo": ("reference_values",),
     "remax": ("greedy_scores",),
     "gdpo": ("reward_components",),
+    "single_rollout": ("tracked_values",),
+    "mssr": ("tracked_values", "old_logp"),
     "optimal_token_baseline": ("old_logp", "sum_pi_squared"),
     "multi_turn_optimal_token_baseline": ("old_logp", "sum_pi_squared"),
 }

@@ -350,3 +350,16 @@ def test_token_weights_on_policy_are_the_advantages_and_the_batch_widget_builds(
         batch_weights_explorer({0: old}, old, adv, mask, ["a", "b"])
     with pytest.raises(ValueError, match="losses"):
         batch_weights_explorer({0: old}, old, adv, mask, ["a", "b", "c"], losses=())
+
+
+def test_kl_optimum_explorer_builds_and_redraws():
+    """The callback's math is pinned in tests/test_beyond_group.py; here the widget itself."""
+    from rlnb.widgets import kl_optimum_explorer, kl_regularized_optimum
+
+    ref, r = [1e-3] + [0.999 / 3] * 3, [1.0, 0.0, 0.0, 0.0]
+    box = kl_optimum_explorer(ref, r, beta=0.2)
+    beta_slider, direction = box.children[1].children[:2]
+    beta_slider.value = 1.0  # redraws; must not raise
+    direction.value = "reverse"
+    far = kl_regularized_optimum(ref, r, 1e3, "forward")
+    np.testing.assert_allclose(far, ref, rtol=1e-2)  # a huge β keeps the reference

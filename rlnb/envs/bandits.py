@@ -179,3 +179,53 @@ def make_two_strategy_bandit(
         else:
             correct[p, rng.choice(half, 2, replace=False)] = True
     return PromptBandit(torch.cat([a, b], 1).log(), correct, strategy=strategy)
+
+
+def make_styled_bandit(
+    n_prompts: int = 64,
+    n_finals: int = 8,
+    n_styles: int = 4,
+    difficulty: tuple[float, float] = (3.0, 2.0),
+    concentration: float = 1.0,
+    seed: int = 0,
+) -> PromptBandit:
+    """Answers that are (final answer, style) pairs, ``answer = final · n_styles + style``: the
+    stand-in for responses that reach the same final answer by different reasoning. One final
+    answer per prompt is correct, with initial pass@1 drawn from ``Beta(*difficulty)``; its mass
+    and the wrong finals' are spread over finals and styles by ``Dirichlet(concentration)`` draws.
+    A majority vote reads ``answer // n_styles``."""
+    if n_finals < 2 or n_styles < 1:
+        raise ValueError(f"n_finals, n_styles: expected ≥ 2 and ≥ 1, got {n_finals}, {n_styles}")
+    rng = np.random.default_rng(seed)
+    p0 = rng.beta(*difficulty, size=n_prompts).clip(1e-3, 1 - 1e-3)
+    wrong = rng.dirichlet([concentration] * (n_finals - 1), size=n_prompts) * (1 - p0[:, None])
+    finals = np.concatenate([p0[:, None], wrong], 1)  # final 0 correct before the shuffle
+    styles = rng.dirichlet([concentration] * n_styles, size=(n_prompts, n_finals))
+    order = np.argsort(rng.random((n_prompts, n_finals)), 1)  # where each final goes
+    probs = np.zeros((n_prompts, n_finals, n_styles))
+    np.put_along_axis(probs, order[:, :, None], (finals[:, :, None] * styles), 1)
+    correct = np.zeros((n_prompts, n_finals, n_styles), dtype=bool)
+    np.put_along_axis(correct, order[:, :1, None], True, 1)
+    probs = torch.from_numpy(probs.reshape(n_prompts, -1)).float().clamp(min=1e-8)
+    return PromptBandit(probs.log(), torch.from_numpy(correct.reshape(n_prompts, -1)))
+
+
+def make_boundary_bandit(
+    n_prompts: int = 64, n_outside: int = 16, floor: float = 1e-4, seed: int = 0, **kwargs
+) -> tuple[PromptBandit, Tensor]:
+    """``make_prompt_bandit(n_prompts, seed=seed, **kwargs)`` with the first ``n_outside`` prompts
+    pushed outside the policy's capability boundary: their correct answers keep ``floor`` of the
+    probability in total (the wrong answers share the rest in their old proportions), so sampling
+    almost never finds them. Returns ``(bandit, outside)``, ``outside`` a bool ``[P]``."""
+    if not 0 <= n_outside <= n_prompts or not 0 < floor < 1:
+        raise ValueError(
+            f"n_outside, floor: expected 0 ≤ n_outside ≤ {n_prompts} and 0 < floor < 1, got "
+            f"{n_outside}, {floor}"
+        )
+    base = make_prompt_bandit(n_prompts, seed=seed, **kwargs)
+    probs, right = base.probs().detach(), base.correct
+    outside = torch.arange(n_prompts) < n_outside
+    mass = (probs * right).sum(1, keepdim=True)
+    scale = torch.where(right, floor / mass, (1 - floor) / (1 - mass))
+    probs = torch.where(outside[:, None], probs * scale, probs)
+    return PromptBandit(probs.log(), right), outside

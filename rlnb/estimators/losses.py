@@ -704,3 +704,54 @@ def kl_penalty(
     if old_logp is not None:
         kl = kl * (logp - old_logp).exp()
     return kl
+
+
+def categorical_kl(logp: Tensor, logq: Tensor) -> Tensor:
+    """Exact ``KL(p ‖ q) = Σ_a p(a) (log p(a) − log q(a))`` over the last dimension, from
+    log-probabilities (``p(a) = 0`` terms count 0, also where ``q(a) = 0``). Where the whole
+    distribution is known (the prompt bandit), this replaces the sampled estimators of
+    ``kl_penalty``: ``categorical_kl(logp, ref)`` is the reverse KL a GRPO loss penalises,
+    ``categorical_kl(ref, logp)`` the forward KL of RAPO ("Unlocking Reasoning Capabilities in LLMs
+    via Reinforcement Learning Exploration"), mass-covering: it grows without bound as the policy
+    drops an answer the reference keeps."""
+    if logp.shape != logq.shape:
+        raise ValueError(
+            f"logq: expected the shape of logp {tuple(logp.shape)}, got {tuple(logq.shape)}"
+        )
+    p = logp.exp()
+    return torch.where(p > 0, p * (logp - logq), torch.zeros_like(p)).sum(-1)
+
+
+def reweighted_reference(ref_logp: Tensor, phi: Tensor) -> Tensor:
+    """A reward-aware reference ``π̂_ref ∝ π_ref^φ`` (log-probs, normalised over the last dim), with
+    ``φ ∈ [0, 1]`` per row (``[..., 1]`` or broadcastable): φ = 1 keeps ``π_ref``, φ = 0 flattens it
+    to uniform. RAPO reweights its reference by reward; this power form, with φ a prompt's success
+    rate, is our reading of that rule (the paper's exact φ was not available to check)."""
+    if ((phi < 0) | (phi > 1)).any() or phi.isnan().any():
+        raise ValueError("phi: expected exponents in [0, 1]")
+    return torch.log_softmax(phi * ref_logp, -1)
+
+
+def mis_weight(logp: Tensor, old_logp: Tensor, ext_logp: Tensor) -> Tensor:
+    """RL-PLUS's multiple importance sampling weight for a token of an external demonstration
+    ("RL-PLUS: Countering Capability Boundary Collapse of LLMs in Reinforcement Learning with
+    Hybrid-policy Optimization"): ``r = π_θ(e) / (½ π_θold(e) + ½ π_ω(e))``, the balance heuristic
+    over the two policies that could have produced ``e`` (``ext_logp``: the demonstrator π_ω's
+    log-prob; the paper estimates it, a bandit knows it). The gradient flows through ``π_θ`` only;
+    ``r ≤ 2 π_θ / π_θold`` and ``≤ 2 π_θ / π_ω``, so it stays bounded where ``π_θold(e) ≈ 0``."""
+    if not logp.shape == old_logp.shape == ext_logp.shape:
+        raise ValueError(
+            f"old_logp, ext_logp: expected the shape of logp {tuple(logp.shape)}, got "
+            f"{tuple(old_logp.shape)}, {tuple(ext_logp.shape)}"
+        )
+    denominator = 0.5 * old_logp.detach().exp() + 0.5 * ext_logp.detach().exp()
+    return logp.exp() / denominator
+
+
+def exploration_advantage(advantages: Tensor, logp: Tensor, gamma: float = 0.5) -> Tensor:
+    """RL-PLUS's exploration-based advantage ``A · (1 − sg(π_θ(e)))^γ``: an external token the
+    policy already finds likely counts less, a correct token it finds unlikely keeps nearly all of
+    ``A`` (γ = 0.5 in the authors' code)."""
+    if not gamma >= 0:
+        raise ValueError(f"gamma: expected a non-negative exponent, got {gamma!r}")
+    return advantages * (1 - logp.detach().exp()).clamp(min=0) ** gamma

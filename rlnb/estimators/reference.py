@@ -114,3 +114,30 @@ def vtrace_loop(
         rho = ratio[..., t].clamp(max=rho_clip)
         adv[..., t] = rho * (rewards[..., t] + g * v_next * ~terminated[..., t] - values[..., t])
     return adv, vs
+
+
+def evol_rl_rewards_loop(in_majority, similarity):
+    """EVOL-RL's reward, one response at a time (``label_free.evol_rl_rewards``)."""
+    N, n = in_majority.shape
+    out = torch.empty(N, n, dtype=torch.float64)
+    for g in range(N):
+        novelty = []
+        for i in range(n):
+            others = [j for j in range(n) if j != i]
+            side = [j for j in others if bool(in_majority[g, j]) == bool(in_majority[g, i])]
+            peers = side if side else others
+            s = [float(similarity[g, i, j].clamp(0, 1)) for j in peers]
+            mean_sim = sum(s) / len(s) if s else 0.0
+            max_sim = max((float(similarity[g, i, j].clamp(0, 1)) for j in others), default=0.0)
+            novelty.append(1 - (0.5 * mean_sim + 0.5 * max_sim))
+        for i in range(n):
+            side = [j for j in range(n) if bool(in_majority[g, j]) == bool(in_majority[g, i])]
+            lo, hi = min(novelty[j] for j in side), max(novelty[j] for j in side)
+            if len(side) == 1:
+                u = 1.0
+            elif hi == lo:
+                u = 0.5
+            else:
+                u = (novelty[i] - lo) / (hi - lo)
+            out[g, i] = 0.5 + 0.5 * u if in_majority[g, i] else -1 + 0.5 * u
+    return out

@@ -33,6 +33,7 @@ import torch
 from torch import Tensor
 
 from rlnb.estimators import group as G
+from rlnb.estimators import single_rollout as S
 from rlnb.estimators import tokens as T
 from rlnb.estimators._checks import check_new_name
 from rlnb.estimators.advantages import last_token, token_gae
@@ -52,7 +53,8 @@ class AdvantageInputs:
     ``[B]`` or ``[G]``), ``greedy_scores`` (ReMax: the reward of each prompt's greedy completion,
     ``[B]`` or ``[G]``), ``sum_pi_squared`` (``[B, L]``, Σ_a π(a | x_<t)² of the sampling
     distribution: the optimal token baselines), ``is_weights`` (``[B, L]`` truncated importance
-    weights, optional there) and ``reward_components`` (``[B, K]``: GDPO).
+    weights, optional there) and ``reward_components`` (``[B, K]``: GDPO) and ``tracked_values`` (``[B]``, a baseline carried across
+    steps: MSSR).
     """
 
     scores: Tensor
@@ -220,6 +222,26 @@ def pvpo_tokens(inputs: AdvantageInputs) -> Tensor:
     """``group.pvpo``: ``r − V_ref``, with ``extras["reference_values"]`` per response or group."""
     ref = inputs.get("reference_values")
     return _spread(G.pvpo(inputs.scores, ref, **inputs.groups()), inputs)
+
+
+@register_estimator("single_rollout", needs=("tracked_values",))
+def single_rollout_tokens(inputs: AdvantageInputs, *, eps: float = 1e-6) -> Tensor:
+    """``single_rollout.single_rollout_advantages``: ``r − b(x)`` normalised over the batch, with
+    ``extras["tracked_values"] [B]`` each response's tracked baseline (MSSR's Beta mean, read before
+    this step's update). Groups are not read: one response per prompt (MSSR's MVSR baseline)."""
+    adv = S.single_rollout_advantages(inputs.scores, inputs.get("tracked_values"), eps=eps)
+    return _spread(adv, inputs)
+
+
+@register_estimator("mssr", needs=("tracked_values", "old_logp"))
+def mssr_tokens(
+    inputs: AdvantageInputs, *, eps: float = 1e-6, entropy_alpha: float = 0.4, kappa: float = 2.0
+) -> Tensor:
+    """MSSR: ``single_rollout`` shaped per token by ``single_rollout.entropy_advantage_shaping``,
+    with the sampled token's ``H = −p log p``, ``p = exp(old_logp)`` (as the authors' code)."""
+    entropy = -inputs.old_logp.exp() * inputs.old_logp
+    adv = single_rollout_tokens(inputs, eps=eps)
+    return S.entropy_advantage_shaping(adv, entropy, alpha=entropy_alpha, kappa=kappa)
 
 
 @register_estimator("passk")

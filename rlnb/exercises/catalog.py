@@ -18,6 +18,7 @@ from rlnb.envs.tabular import Transitions
 from rlnb.envs.tasks import FUNCTIONS, Composition
 from rlnb.estimators import (
     aggregate,
+    beta_tracker_update,
     broadcast_to_tokens,
     categorical_projection,
     gae,
@@ -717,6 +718,32 @@ def cases_loss_barrier(gen) -> list[Case]:
         Case("alphas out of order, beyond [0, 1]", "L(0) and L(1) are the losses at α = 0 and α = 1 wherever they are in the list; points outside (0, 1) do not count", dict(alphas=[-0.5, 1.0, 0.5, 0.0, 1.5], losses=[5.0, 2.0, 1.0, 1.0, 7.0])),
         Case("only the ends", "no point strictly between 0 and 1: return 0.0", dict(alphas=[0.0, 1.0], losses=[1.0, 3.0])),
         Case("random path", "the same on a longer path", dict(alphas=[i / 10 for i in range(11)], losses=(1 + torch.rand(11, generator=gen)).tolist())),
+    ]  # fmt: skip
+
+
+# --- 09b · the single-rollout baseline -----------------------------------------------------------
+@exercise(
+    "09b",
+    lambda alpha, beta, prompts, rewards, rho: torch.stack(
+        beta_tracker_update(alpha, beta, prompts, rewards, rho)
+    ),
+    (
+        "Only the prompts sampled this step change; for each one, first forget (multiply by ρ), "
+        "then count this outcome: a success adds 1 to α, a failure 1 to β.",
+        "Loop over zip(prompts, rewards): alpha[p] = rho * alpha[p] + r and beta[p] = rho * beta[p] "
+        "+ (1 − r), on copies of the tables; return torch.stack([alpha, beta]).",
+    ),
+)
+def cases_beta_tracker_update(gen) -> list[Case]:
+    P = 6
+    alpha = 1 + 4 * torch.rand(P, generator=gen, dtype=torch.float64)
+    beta = 1 + 4 * torch.rand(P, generator=gen, dtype=torch.float64)
+    table = dict(alpha=alpha, beta=beta)
+    return [
+        Case("every prompt, one outcome each", "α ← ρ α + r and β ← ρ β + (1 − r): forget first, then add this outcome (not ρ (α + r))", dict(**table, prompts=torch.tensor([2, 0, 5, 1, 4, 3]), rewards=torch.tensor([1.0, 0.0, 1.0, 1.0, 0.0, 0.0], dtype=torch.float64), rho=0.9)),
+        Case("prompts not sampled this step", "a prompt that was not sampled keeps its α and β: neither forgotten nor counted", dict(**table, prompts=torch.tensor([4, 0]), rewards=torch.tensor([0.0, 1.0], dtype=torch.float64), rho=0.8)),
+        Case("a failure", "a failure adds 1 to β and nothing to α", dict(**table, prompts=torch.tensor([1, 5, 3]), rewards=torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64), rho=0.95)),
+        Case("ρ = 1", "with ρ = 1 nothing is forgotten: a plain Beta posterior count", dict(**table, prompts=torch.tensor([0, 1, 2, 3]), rewards=(torch.rand(4, generator=gen) < 0.5).double(), rho=1.0)),
     ]  # fmt: skip
 
 

@@ -330,3 +330,15 @@ def loss_barrier(alphas, losses):
             excess = loss - ((1 - a) * at[0.0] + a * at[1.0])
             worst = excess if worst is None else max(worst, excess)
     return 0.0 if worst is None else worst
+
+
+# --- 09b · the single-rollout baseline ------------------------------------------------------------
+def beta_tracker_update(alpha, beta, prompts, rewards, rho):
+    """One step of the per-prompt Beta tracker: for each sampled prompt ``p`` with outcome ``r``,
+    ``α_p ← ρ α_p + r`` and ``β_p ← ρ β_p + (1 − r)``; the others keep theirs. Returns the two
+    tables stacked, ``[2, P]``."""
+    alpha, beta = alpha.clone(), beta.clone()
+    for p, r in zip(prompts.tolist(), rewards.tolist()):
+        alpha[p] = rho * alpha[p] + r
+        beta[p] = rho * beta[p] + (1 - r)
+    return torch.stack([alpha, beta])

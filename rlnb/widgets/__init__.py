@@ -14,6 +14,7 @@ from rlnb.widgets.group import (
     plot_token_weights,
     token_weights,
 )
+from rlnb.widgets.kl import kl_optimum_explorer, kl_regularized_optimum
 from rlnb.widgets.lambda_return import (
     lambda_return_example,
     lambda_return_explorer,
@@ -41,6 +42,8 @@ __all__ = [
     "gae_example",
     "gae_explorer",
     "gridworld_task",
+    "kl_optimum_explorer",
+    "kl_regularized_optimum",
     "lambda_return_example",
     "lambda_return_explorer",
     "lambda_return_weights",
