@@ -255,7 +255,9 @@ def test_boundary_bandit_and_demonstrations():
         bandit, demos, "rl_plus", steps=30, prompts_per_step=8, progress=False
     )
     assert list(h.columns) == ["step", "reward", "pass1", "passk", "entropy"] and len(h) == 31
-    assert trained.pass_at_1()[outside].mean() > 1e-3  # 10× its start: learned from the demonstrations
+    assert (
+        trained.pass_at_1()[outside].mean() > 1e-3
+    )  # 10× its start: learned from the demonstrations
     with pytest.raises(ValueError, match="weighting"):
         train_with_demonstrations(bandit, demos, "magic", progress=False)
     with pytest.raises(ValueError, match="demonstrations"):
@@ -298,3 +300,12 @@ def test_styled_bandit_correctness_is_per_final_answer():
     b = make_styled_bandit(n_prompts=5, n_finals=4, n_styles=3, seed=1)
     right = b.correct.view(5, 4, 3)
     assert (right.all(-1) == right.any(-1)).all() and (right.any(-1).sum(-1) == 1).all()
+
+
+def test_tracked_estimators_need_one_rollout_per_prompt_and_phi_zero_handles_zero_mass():
+    with pytest.raises(ValueError, match="group_size"):
+        train(make_prompt_bandit(seed=0), "mssr", steps=1, group_size=4, progress=False)
+    ref = torch.tensor([[0.0, -torch.inf, -1.0]]).log_softmax(-1)
+    torch.testing.assert_close(
+        reweighted_reference(ref, torch.zeros(1, 1)).exp(), torch.full((1, 3), 1 / 3)
+    )

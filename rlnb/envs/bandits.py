@@ -211,9 +211,9 @@ def make_styled_bandit(
 
 
 def make_boundary_bandit(
-    n_prompts: int = 64, n_outside: int = 16, floor: float = 1e-4, seed: int = 0, **kwargs
+    n_prompts: int = 64, n_outside: int = 16, floor: float = 1e-4, seed: int = 0
 ) -> tuple[PromptBandit, Tensor]:
-    """``make_prompt_bandit(n_prompts, seed=seed, **kwargs)`` with the first ``n_outside`` prompts
+    """``make_prompt_bandit(n_prompts, seed=seed)`` with the first ``n_outside`` prompts
     pushed outside the policy's capability boundary: their correct answers keep ``floor`` of the
     probability in total (the wrong answers share the rest in their old proportions), so sampling
     almost never finds them. Returns ``(bandit, outside)``, ``outside`` a bool ``[P]``."""
@@ -222,7 +222,7 @@ def make_boundary_bandit(
             f"n_outside, floor: expected 0 ≤ n_outside ≤ {n_prompts} and 0 < floor < 1, got "
             f"{n_outside}, {floor}"
         )
-    base = make_prompt_bandit(n_prompts, seed=seed, **kwargs)
+    base = make_prompt_bandit(n_prompts, seed=seed)
     probs, right = base.probs().detach(), base.correct
     outside = torch.arange(n_prompts) < n_outside
     mass = (probs * right).sum(1, keepdim=True)

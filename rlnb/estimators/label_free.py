@@ -23,10 +23,14 @@ def evol_rl_rewards(in_majority: Tensor, similarity: Tensor) -> Tensor:
     the same side of the vote (to all others when ``i`` is alone on its side), ``m_i`` the largest
     similarity to any other response. ``u`` is min–max normalised within each side (``ũ = 1`` for a
     side of one response, ``½`` when all of a side's novelties are equal). Reward: ``½ + ½ ũ ∈ [½, 1]``
-    in the majority, ``−1 + ½ ũ ∈ [−1, −½]`` in the minority — every majority response above every
-    minority one, the novel ones on top of each side. ``[N, n]`` out; a group of one gets 1."""
+    in the majority, ``−1 + ½ ũ ∈ [−1, −½]`` in the minority — every majority response above
+    every minority one, the novel ones on top of each side. ``[N, n]`` out; a lone majority
+    response gets 1, a lone minority one −½."""
     if in_majority.dtype != torch.bool or in_majority.ndim != 2:
-        raise ValueError(f"in_majority: expected a bool [N, n] tensor, got {in_majority.dtype}")
+        raise ValueError(
+            f"in_majority: expected a bool [N, n] tensor, got {in_majority.dtype} "
+            f"of shape {tuple(in_majority.shape)}"
+        )
     N, n = in_majority.shape
     if similarity.shape != (N, n, n):
         raise ValueError(f"similarity: expected shape {(N, n, n)}, got {tuple(similarity.shape)}")
@@ -38,7 +42,7 @@ def evol_rl_rewards(in_majority: Tensor, similarity: Tensor) -> Tensor:
     peers = torch.where(alone[..., None], other.expand(N, n, n), peers)
     count = peers.sum(-1).clamp(min=1)
     mean_sim = (sim * peers).sum(-1) / count
-    max_sim = sim.masked_fill(~other, 0).amax(-1) if n > 1 else torch.zeros(N, n)
+    max_sim = sim.masked_fill(~other, 0).amax(-1)
     novelty = 1 - (0.5 * mean_sim + 0.5 * max_sim)
     normalised = torch.empty_like(novelty)
     for side in (True, False):

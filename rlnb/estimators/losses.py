@@ -719,7 +719,8 @@ def categorical_kl(logp: Tensor, logq: Tensor) -> Tensor:
             f"logq: expected the shape of logp {tuple(logp.shape)}, got {tuple(logq.shape)}"
         )
     p = logp.exp()
-    return torch.where(p > 0, p * (logp - logq), torch.zeros_like(p)).sum(-1)
+    gap = torch.where(p > 0, logp - logq, torch.zeros_like(p))  # masked first: no 0·∞ in grad
+    return (p * gap).sum(-1)
 
 
 def reweighted_reference(ref_logp: Tensor, phi: Tensor) -> Tensor:
@@ -729,7 +730,7 @@ def reweighted_reference(ref_logp: Tensor, phi: Tensor) -> Tensor:
     rate, is our reading of that rule (the paper's exact φ was not available to check)."""
     if ((phi < 0) | (phi > 1)).any() or phi.isnan().any():
         raise ValueError("phi: expected exponents in [0, 1]")
-    return torch.log_softmax(phi * ref_logp, -1)
+    return torch.log_softmax(torch.where(phi == 0, 0.0, phi * ref_logp), -1)  # 0·(−∞) is 0
 
 
 def mis_weight(logp: Tensor, old_logp: Tensor, ext_logp: Tensor) -> Tensor:

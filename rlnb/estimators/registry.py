@@ -53,8 +53,8 @@ class AdvantageInputs:
     ``[B]`` or ``[G]``), ``greedy_scores`` (ReMax: the reward of each prompt's greedy completion,
     ``[B]`` or ``[G]``), ``sum_pi_squared`` (``[B, L]``, Σ_a π(a | x_<t)² of the sampling
     distribution: the optimal token baselines), ``is_weights`` (``[B, L]`` truncated importance
-    weights, optional there) and ``reward_components`` (``[B, K]``: GDPO) and ``tracked_values`` (``[B]``, a baseline carried across
-    steps: MSSR).
+    weights, optional there), ``reward_components`` (``[B, K]``: GDPO) and ``tracked_values``
+    (``[B]``, a baseline carried across steps: MSSR).
     """
 
     scores: Tensor

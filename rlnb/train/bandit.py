@@ -11,6 +11,7 @@ from torch import Tensor
 
 from rlnb.decoding.selection import majority_vote
 from rlnb.envs.bandits import PromptBandit, Sample
+from rlnb.estimators.group import dr_grpo
 from rlnb.estimators.label_free import evol_rl_rewards
 from rlnb.estimators.losses import (
     categorical_kl,
@@ -57,8 +58,8 @@ def train(
     pseudo-rewards); pass@k and pass@1 are always measured against the true correctness. PVPO's
     reference is the mean reward of ``reference_rollouts`` samples per prompt from the initial
     policy. An estimator that needs ``tracked_values`` (``single_rollout``, ``mssr``: use
-    ``group_size=1``) reads a per-prompt Beta tracker started from that reference
-    (``beta_prior``) and updated after each step with forgetting factor ``tracker_rho``; the
+    ``group_size=1``) reads a per-prompt Beta tracker started from that reference (the verifier's
+    rewards, even under a ``reward_fn``; ``beta_prior``) and updated after each step with forgetting factor ``tracker_rho``; the
     history then has ``baseline_error``, the mean |b(x) − pass@1(x)| over prompts.
     ``record_prompts`` adds ``pass1_by_prompt``, each prompt's exact pass@1 (an array per row).
     ``regularizer(bandit, prompts) → scalar`` is added to the loss (an exact KL to a reference, an
@@ -76,6 +77,8 @@ def train(
         ref_sample = bandit.sample(reference_rollouts, generator=g)
         reference = ref_sample.rewards.view(bandit.n_prompts, -1).mean(1)
     tracked = "tracked_values" in get_estimator(estimator).needs
+    if tracked and group_size != 1:
+        raise ValueError(f"group_size: {estimator!r} tracks one rollout per prompt, expected 1")
     alpha, beta = beta_prior(reference.clamp(0, 1))
 
     def row(step, reward=float("nan"), zero=float("nan"), gnorm=float("nan")):
@@ -228,9 +231,9 @@ def train_with_demonstrations(
     ``group_size`` sampled answers plus its ``demonstrations[p]`` (one correct answer id per prompt,
     ``[P]``, from a deterministic demonstrator), all scored by the verifier; advantages
     ``A = r − mean`` over the ``group_size + 1`` (no std, as the authors' script). Loss: ``−A·ρ``
-    on the sampled answers and ``−w`` on the demonstration, ``w`` from ``DEMONSTRATION_WEIGHTS
-    [weighting]``; the sum over the batch divided by its size. Returns ``(history, bandit)`` like
-    ``train`` (``reward`` is the sampled answers' mean)."""
+    on the sampled answers and ``−w`` on the demonstration, ``w`` from
+    ``DEMONSTRATION_WEIGHTS[weighting]``; the sum over the batch divided by its size. Returns
+    ``(history, bandit)`` like ``train`` (``reward`` is the sampled answers' mean)."""
     if weighting not in DEMONSTRATION_WEIGHTS:
         raise ValueError(
             f"weighting: expected one of {tuple(DEMONSTRATION_WEIGHTS)}, got {weighting!r}"
@@ -252,7 +255,7 @@ def train_with_demonstrations(
         rewards = torch.cat(
             [s.rewards.view(-1, group_size), bandit.reward_table[prompts, demo][:, None]], 1
         )
-        adv = (rewards - rewards.mean(1, keepdim=True)).detach()
+        adv = dr_grpo(rewards.reshape(-1), group_size=group_size + 1).view_as(rewards).detach()
         sampled = -(adv[:, :-1].reshape(-1) * (s.logp - s.logp.detach()).exp()).sum()
         external = -weight_fn(demo_logp, demo_logp.detach(), adv[:, -1]).sum()
         loss = (sampled + external) / rewards.numel()
