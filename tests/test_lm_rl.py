@@ -498,3 +498,14 @@ def test_a_damaged_checkpoint_is_refused_by_name_before_the_model_changes(
     with pytest.raises(ValueError, match=f"{name}: corrupt or truncated"):
         train(fresh, tok, Addition(2), dataclasses.replace(ckpt, steps=2))
     assert all(torch.equal(b, p) for b, p in zip(before, fresh.parameters()))
+
+
+def test_the_trainer_refuses_the_estimators_whose_inputs_it_does_not_supply():
+    from rlnb.estimators import ESTIMATORS
+    from rlnb.train.lm_rl import SUPPLIED
+
+    left_out = set(ESTIMATORS) - set(algorithms())
+    assert left_out == {"single_rollout", "mssr"}  # MSSR's tracker lives on the prompt bandit
+    assert all(not set(ESTIMATORS[n].needs) <= SUPPLIED for n in left_out)
+    with pytest.raises(ValueError, match="algorithm"):
+        RLConfig(algorithm="mssr")

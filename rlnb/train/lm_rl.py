@@ -86,10 +86,18 @@ from rlnb.models.critic import ValueModel
 from rlnb.models.lm import sha256
 from rlnb.progress import progress_bar
 
+# what this trainer supplies beyond scores, mask and groups: the sampling log-probs, a critic's
+# values, PVPO's reference, and ROLLOUT_EXTRAS (below)
+SUPPLIED = {"old_logp", "values", "reference_values", "greedy_scores", "reward_components",
+            "sum_pi_squared"}  # fmt: skip
+
 
 def algorithms() -> tuple[str, ...]:
-    """What ``RLConfig.algorithm`` accepts: every registered estimator, and ``ppo`` (= ``gae``)."""
-    return (*ESTIMATORS, "ppo")
+    """What ``RLConfig.algorithm`` accepts: every registered estimator whose inputs this trainer
+    supplies (``SUPPLIED``), and ``ppo`` (= ``gae``). Not here: MSSR's ``single_rollout`` and
+    ``mssr``, whose per-prompt tracked baseline only the prompt bandit carries
+    (``rlnb.train.bandit.train``)."""
+    return (*(n for n, e in ESTIMATORS.items() if set(e.needs) <= SUPPLIED), "ppo")
 
 
 def estimator_name(algorithm: str) -> str:
@@ -136,8 +144,8 @@ class RLConfig:
     def __post_init__(self):
         if self.algorithm not in algorithms():
             raise ValueError(
-                f"algorithm: expected 'ppo' or a registered estimator {tuple(ESTIMATORS)}, "
-                f"got {self.algorithm!r}"
+                f"algorithm: expected one of {algorithms()} (registered estimators this trainer "
+                f"supplies the inputs of, and 'ppo'), got {self.algorithm!r}"
             )
         if self.kl_kind not in KL_KINDS:
             raise ValueError(f"kl_kind: expected one of {KL_KINDS}, got {self.kl_kind!r}")
