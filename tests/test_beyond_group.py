@@ -37,7 +37,7 @@ from rlnb.widgets import kl_regularized_optimum
 SEEDS = [0, 1, 2]
 
 
-# --- MSSR: the Beta tracker, the normalised advantage, the shaping ---------------------------------
+# --- MSSR: the Beta tracker, the normalised advantage, the shaping ------------------------------
 @pytest.mark.parametrize("seed", SEEDS)
 def test_beta_tracker_update_matches_the_loop(seed):
     g = torch.Generator().manual_seed(seed)
@@ -155,7 +155,7 @@ def test_bandit_label_free_rewards_vote_on_the_final_answer():
     assert r[0] > r[1] == r[2] and r[3] == -0.5  # the unique style in the majority ranks first
 
 
-# --- exact KLs and the reweighted reference --------------------------------------------------------
+# --- exact KLs and the reweighted reference -----------------------------------------------------
 @pytest.mark.parametrize("seed", SEEDS)
 def test_categorical_kl_matches_torch(seed):
     g = torch.Generator().manual_seed(seed)

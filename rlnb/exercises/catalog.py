@@ -730,8 +730,9 @@ def cases_loss_barrier(gen) -> list[Case]:
     (
         "Only the prompts sampled this step change; for each one, first forget (multiply by ρ), "
         "then count this outcome: a success adds 1 to α, a failure 1 to β.",
-        "Loop over zip(prompts, rewards): alpha[p] = rho * alpha[p] + r and beta[p] = rho * beta[p] "
-        "+ (1 − r), on copies of the tables; return torch.stack([alpha, beta]).",
+        "Loop over zip(prompts, rewards): alpha[p] = rho * alpha[p] + r and "
+        "beta[p] = rho * beta[p] + (1 − r), on copies of the tables; return "
+        "torch.stack([alpha, beta]).",
     ),
 )
 def cases_beta_tracker_update(gen) -> list[Case]:

@@ -58,9 +58,10 @@ def train(
     pseudo-rewards); pass@k and pass@1 are always measured against the true correctness. PVPO's
     reference is the mean reward of ``reference_rollouts`` samples per prompt from the initial
     policy. An estimator that needs ``tracked_values`` (``single_rollout``, ``mssr``: use
-    ``group_size=1``) reads a per-prompt Beta tracker started from that reference (the verifier's
-    rewards, even under a ``reward_fn``; ``beta_prior``) and updated after each step with forgetting factor ``tracker_rho``; the
-    history then has ``baseline_error``, the mean |b(x) − pass@1(x)| over prompts.
+    ``group_size=1``) reads a per-prompt Beta tracker started from that reference (the
+    verifier's rewards, even under a ``reward_fn``; ``beta_prior``) and updated after each step
+    with forgetting factor ``tracker_rho``; the history then has ``baseline_error``, the mean
+    |b(x) − pass@1(x)| over prompts.
     ``record_prompts`` adds ``pass1_by_prompt``, each prompt's exact pass@1 (an array per row).
     ``regularizer(bandit, prompts) → scalar`` is added to the loss (an exact KL to a reference, an
     entropy bonus). Returns ``(history, bandit)``: one row per step, ``step, reward, pass1, passk,
@@ -191,7 +192,7 @@ def evol_rl_bandit_rewards(sample: Sample, group_size: int, n_styles: int = 1) -
 
 
 def _rl_plus_weight(logp: Tensor, old_logp: Tensor, advantages: Tensor) -> Tensor:
-    """RL-PLUS: ``mis_weight · exploration_advantage`` (a deterministic demonstrator: π_ω(e) = 1)."""
+    """RL-PLUS: ``mis_weight · exploration_advantage``; a deterministic demonstrator, π_ω(e) = 1."""
     return mis_weight(logp, old_logp, torch.zeros_like(logp)) * exploration_advantage(
         advantages, logp
     )
