@@ -80,7 +80,7 @@ def train(
     tracked = "tracked_values" in get_estimator(estimator).needs
     if tracked and group_size != 1:
         raise ValueError(f"group_size: {estimator!r} tracks one rollout per prompt, expected 1")
-    alpha, beta = beta_prior(reference.clamp(0, 1))
+    alpha, beta = beta_prior(reference.clamp(0, 1)) if tracked else (None, None)
 
     def row(step, reward=float("nan"), zero=float("nan"), gnorm=float("nan")):
         out = {"step": step, "reward": reward, **_exact_metrics(bandit, k),
