@@ -16,7 +16,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from rlnb.models.forward import cache_argument, grouped_forward, position_ids_from_mask, prefill
+from rlnb.models.forward import grouped_forward, position_ids_from_mask
+from rlnb.models.gpt2 import decoder
 
 
 @dataclass
@@ -99,6 +100,8 @@ def sample(
     """Sample ``n`` completions for each prompt, stopping each row at the tokenizer's EOS.
 
     Each prompt is run through the model once; its KV cache is then copied to its ``n`` rows.
+    A GPT-2 runs ``rlnb.models.gpt2``'s forward (the same function, less work per call), any other
+    model its own forward (``rlnb.models.gpt2.decoder``).
 
     ``temperature=0`` decodes greedily. ``seed`` seeds a generator of its own (the global RNG is
     left alone); ``None`` uses the global RNG. ``with_grad=True`` keeps the autograd graph of the
@@ -127,14 +130,9 @@ def sample(
         eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
 
         # Prefill each prompt once, then copy its KV cache to its n rows.
-        cache_name = cache_argument(model)
-        out, cache = prefill(model, ids, mask, n)
-        logits = out.logits[:, -1]
+        logits, step_fn = decoder(model, ids, mask, n, max_new_tokens)
         if n > 1:
-            ids, mask, logits = (t.repeat_interleave(n, dim=0) for t in (ids, mask, logits))
-        positions = position_ids_from_mask(mask)
-        next_position = positions[:, -1:] + 1
-        step_mask = torch.ones_like(mask[:, :1])
+            ids, mask = ids.repeat_interleave(n, dim=0), mask.repeat_interleave(n, dim=0)
         finished = torch.zeros(ids.shape[0], dtype=torch.bool, device=device)
         tokens, logps, alive, entropies, pi2 = [], [], [], [], []
         for step in range(max_new_tokens):
@@ -162,21 +160,12 @@ def sample(
             finished = finished | (token == eos)
             if step == max_new_tokens - 1 or bool(finished.all()):
                 break
-            mask = torch.cat([mask, step_mask], dim=1)
-            out = model(
-                input_ids=token[:, None],
-                attention_mask=mask,
-                position_ids=next_position,
-                use_cache=True,
-                **{cache_name: cache},
-            )
-            cache, logits = out[cache_name], out.logits[:, -1]
-            next_position = next_position + 1
+            logits = step_fn(token)
 
         completion = torch.stack(tokens, dim=1)
         return Samples(
             prompt_ids=ids,
-            prompt_mask=mask[:, : ids.shape[1]],
+            prompt_mask=mask,
             completion_ids=completion,
             response_mask=torch.stack(alive, dim=1).long(),
             logprobs=torch.stack(logps, dim=1),

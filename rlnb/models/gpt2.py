@@ -1,0 +1,184 @@
+"""GPT-2's forward written out for decoding: what ``rlnb.decoding.sample`` runs on a
+``transformers`` GPT-2 (the tiny reasoners) instead of the model's own forward.
+
+The same function as ``GPT2LMHeadModel`` (the tests hold the two to 1e-5 and to the same sampled
+tokens), without what a general model call carries: no mask built anew each step (the additive
+bias of every position is built once), logits of the last position only, and keys and values
+written into buffers allocated once for the whole completion instead of concatenated each step
+(without gradients; with gradients each step's keys are a new tensor, since autograd keeps the
+earlier ones). For the tiny reasoners a sampling pass is mostly this per-call work: 1.2–1.5× the
+model's own forward over 64–1024 prompts (``benchmarks/sampling.py``).
+
+``decoder(model, ...)`` is the one entry: it returns this forward for a model it computes
+exactly (``plain_gpt2``) and the model's own forward with a ``transformers`` cache otherwise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from transformers import GPT2LMHeadModel
+
+from rlnb.models.forward import cache_argument, position_ids_from_mask, prefill
+
+GPT2_ACTIVATIONS = ("gelu_new", "gelu_pytorch_tanh")  # 0.5 x (1 + tanh(√(2/π)(x + 0.044715 x³)))
+
+# step(token [N]) -> logits [N, V] of the next position; decoder(...) -> (first logits, step)
+Step = Callable[[Tensor], Tensor]
+
+
+def plain_gpt2(model) -> bool:
+    """Whether ``gpt2_decoder`` computes ``model``'s function: a ``transformers``
+    ``GPT2LMHeadModel`` (not a subclass) with GPT-2's own options (attention scaled by 1/√d only, no cross-attention, the tanh
+    GELU) and no dropout in play (eval mode, or every dropout probability 0)."""
+    if type(model) is not GPT2LMHeadModel:  # a subclass may change the forward
+        return False
+    cfg = model.config
+    no_dropout = not model.training or (cfg.resid_pdrop == cfg.embd_pdrop == cfg.attn_pdrop == 0.0)
+    return (
+        no_dropout
+        and cfg.scale_attn_weights
+        and not cfg.scale_attn_by_inverse_layer_idx
+        and not cfg.reorder_and_upcast_attn
+        and not cfg.add_cross_attention
+        and cfg.activation_function in GPT2_ACTIVATIONS
+    )
+
+
+def _linear(x: Tensor, conv1d) -> Tensor:
+    """GPT-2's ``Conv1D``: ``x W + b`` with ``W`` stored ``[in, out]``."""
+    return torch.addmm(conv1d.bias, x.reshape(-1, x.shape[-1]), conv1d.weight).view(
+        *x.shape[:-1], -1
+    )
+
+
+def _attention(q: Tensor, k: Tensor, v: Tensor, bias: Tensor, scaling: float) -> Tensor:
+    """``softmax(q kᵀ · scaling + bias) v`` (``rlnb.models.forward.small_attention``'s shapes)."""
+    if q.shape[2] == 1:  # one query: broadcast product and sum (see small_attention)
+        w = ((q * k).sum(-1).unsqueeze(2) * scaling + bias).softmax(-1).to(v.dtype)
+        return (w.transpose(-1, -2) * v).sum(-2, keepdim=True)
+    w = (q @ k.transpose(-1, -2) * scaling + bias).softmax(-1).to(v.dtype)
+    return w @ v
+
+
+def gpt2_forward(
+    model, input_ids: Tensor, position_ids: Tensor, bias: Tensor, keys: list, values: list,
+    length: int,
+) -> Tensor:  # fmt: skip
+    """Run ``input_ids`` ``[B, L]`` through GPT-2 at ``position_ids``, after ``length`` cached
+    positions; return the last position's logits ``[B, V]``.
+
+    ``bias`` ``[B, 1, L, length + L]`` is added to the attention scores (0 where a query may
+    attend, a large negative number where not). ``keys``/``values`` hold one ``[B, H, ≥ length,
+    D]`` tensor per layer (empty lists before the first call): with gradients the new positions
+    are concatenated to them, without they are written into them at ``length`` (buffers of the
+    whole completion's length); either way the lists are updated in place.
+    """
+    tr, cfg = model.transformer, model.config
+    b, n = input_ids.shape
+    heads = cfg.n_head
+    dim = cfg.n_embd // heads
+    scaling = dim**-0.5
+    h = tr.wte(input_ids) + tr.wpe(position_ids)
+    for i, block in enumerate(tr.h):
+        x = F.layer_norm(h, h.shape[-1:], block.ln_1.weight, block.ln_1.bias, block.ln_1.eps)
+        q, k, v = _linear(x, block.attn.c_attn).view(b, n, 3, heads, dim).permute(2, 0, 3, 1, 4)
+        if len(keys) <= i:  # the first call: these are the cache
+            keys.append(k)
+            values.append(v)
+        elif torch.is_grad_enabled():
+            k = keys[i] = torch.cat([keys[i], k], dim=2)
+            v = values[i] = torch.cat([values[i], v], dim=2)
+        else:
+            keys[i][:, :, length : length + n] = k
+            values[i][:, :, length : length + n] = v
+            k, v = keys[i][:, :, : length + n], values[i][:, :, : length + n]
+        out = _attention(q, k, v, bias, scaling).transpose(1, 2).reshape(b, n, -1)
+        h = h + _linear(out, block.attn.c_proj)
+        x = F.layer_norm(h, h.shape[-1:], block.ln_2.weight, block.ln_2.bias, block.ln_2.eps)
+        h = h + _linear(F.gelu(_linear(x, block.mlp.c_fc), approximate="tanh"), block.mlp.c_proj)
+    last = F.layer_norm(h[:, -1], h.shape[-1:], tr.ln_f.weight, tr.ln_f.bias, tr.ln_f.eps)
+    return model.lm_head(last)
+
+
+def gpt2_decoder(
+    model, input_ids: Tensor, attention_mask: Tensor, repeat: int, max_new_tokens: int
+) -> tuple[Tensor, Step]:
+    """Prefill the left-padded prompts ``[B, P]`` with ``gpt2_forward``, each once, then repeat
+    their keys and values to ``repeat`` consecutive rows (into buffers of ``P + max_new_tokens``
+    positions when gradients are off). Returns the first logits ``[B · repeat, V]`` and ``step``,
+    which feeds one token per row and returns the next logits."""
+    b, p = input_ids.shape
+    allowed = attention_mask.bool()
+    causal = torch.ones(p, p, dtype=torch.bool, device=allowed.device).tril()
+    neg = torch.finfo(torch.float32).min  # finite: a fully masked (padding) query stays finite
+    prompt_bias = torch.zeros(b, 1, p, p, device=allowed.device).masked_fill(
+        ~(causal & allowed[:, None, :])[:, None], neg
+    )
+    keys, values = [], []
+    logits = gpt2_forward(
+        model, input_ids, position_ids_from_mask(attention_mask), prompt_bias, keys, values, 0
+    )
+    grad = torch.is_grad_enabled()
+    for cache in (keys, values):
+        for i, t in enumerate(cache):
+            t = t.repeat_interleave(repeat, dim=0) if repeat > 1 else t
+            if not grad:  # one buffer for the whole completion
+                buffer = t.new_empty(*t.shape[:2], p + max_new_tokens, t.shape[3])
+                buffer[:, :, :p] = t
+                t = buffer
+            cache[i] = t
+    allowed = allowed.repeat_interleave(repeat, dim=0)
+    # every generated position is attended to: one bias row over the whole completion
+    bias = torch.zeros(b * repeat, 1, 1, p + max_new_tokens, device=allowed.device)
+    bias[..., :p].masked_fill_(~allowed[:, None, None], neg)
+    position = position_ids_from_mask(allowed.long())[:, -1:] + 1
+    length = p
+
+    def step(token: Tensor) -> Tensor:
+        nonlocal position, length
+        out = gpt2_forward(
+            model, token[:, None], position, bias[..., : length + 1], keys, values, length
+        )
+        position, length = position + 1, length + 1
+        return out
+
+    return logits.repeat_interleave(repeat, dim=0) if repeat > 1 else logits, step
+
+
+def transformers_decoder(
+    model, input_ids: Tensor, attention_mask: Tensor, repeat: int, max_new_tokens: int
+) -> tuple[Tensor, Step]:
+    """``gpt2_decoder``'s contract with the model's own forward and a ``transformers`` KV cache
+    (any causal LM): the prompts run once (``prefill``), the cache is repeated to ``repeat``
+    rows."""
+    cache_name = cache_argument(model)
+    out, cache = prefill(model, input_ids, attention_mask, repeat)
+    mask = attention_mask.repeat_interleave(repeat, dim=0)
+    position = position_ids_from_mask(mask)[:, -1:] + 1
+    ones = torch.ones_like(mask[:, :1])
+
+    def step(token: Tensor) -> Tensor:
+        nonlocal cache, mask, position
+        mask = torch.cat([mask, ones], dim=1)
+        out = model(
+            input_ids=token[:, None], attention_mask=mask, position_ids=position, use_cache=True,
+            **{cache_name: cache},
+        )  # fmt: skip
+        cache, position = out[cache_name], position + 1
+        return out.logits[:, -1]
+
+    logits = out.logits[:, -1]
+    return logits.repeat_interleave(repeat, dim=0) if repeat > 1 else logits, step
+
+
+def decoder(
+    model, input_ids: Tensor, attention_mask: Tensor, repeat: int, max_new_tokens: int
+) -> tuple[Tensor, Step]:
+    """``gpt2_decoder`` where it computes ``model`` exactly (``plain_gpt2``), else
+    ``transformers_decoder``."""
+    fn = gpt2_decoder if plain_gpt2(model) else transformers_decoder
+    return fn(model, input_ids, attention_mask, repeat, max_new_tokens)
