@@ -1,20 +1,29 @@
-"""GRPO training speed: rlnb's trainer against TRL's ``GRPOTrainer`` on the same model and task.
+"""GRPO training speed: rlnb's trainer against TRL's ``GRPOTrainer`` and against the compute floor.
 
-    python benchmarks/lm_rl.py [--steps 30] [--out benchmarks/results/lm_rl.md]
+    python benchmarks/lm_rl.py [--steps 40] [--rounds 3] [--out benchmarks/results/lm_rl.md]
 
 Both train the shipped ``addition`` reasoner on ``Addition(2)`` train prompts: 16 prompts × 8
 samples per step, completions of at most the task's answer length (4 tokens with EOS),
 temperature 1, learning rate 1e-5, no KL term, one policy update per step (TRL:
 ``num_iterations=1``, ``per_device_train_batch_size=128``, ``num_generations=8``). A step is timed
-from sampling to the optimizer step; the table gives the median over the steps after 3 warm-up
-steps (rlnb's greedy evaluations are outside the timed part). Needs ``trl`` (not an rlnb
-dependency: install it in an environment of its own). Never run by the test suite.
+from sampling to the optimizer step; a run's time is the median over its steps after 3 warm-up
+steps (rlnb's greedy evaluations are outside the timed part). The two alternate ``--rounds``
+times, so a change in the machine's load falls on both; the table gives each round.
+
+The floor is what the CPU needs for the step's arithmetic alone: the matrix products of one rlnb
+step (counted by ``torch.utils.flop_counter``; everything else is elementwise and far smaller),
+(a) at the best throughput this CPU reaches on a large product of the model's widths, and (b)
+each product timed alone at its own shape, as the step runs it. A cProfile of rlnb's step says
+where the rest goes. Needs ``trl`` (not an rlnb dependency: install it in an environment of its
+own). Never run by the test suite.
 """
 
 from __future__ import annotations
 
 import argparse
-import platform
+import collections
+import cProfile
+import pstats
 import statistics
 import tempfile
 import time
@@ -22,27 +31,33 @@ from pathlib import Path
 
 import torch
 import transformers
+from timing import machine  # benchmarks/timing.py
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils.flop_counter import FlopCounterMode
 
 from rlnb.envs.tasks import Addition
 from rlnb.models.lm import load_reasoner
-from rlnb.train.lm_rl import RLConfig, train
+from rlnb.train.lm_rl import RLConfig, advantages, rollout, train, update
 
 PROMPTS, GROUP, LR, WARMUP = 16, 8, 1e-5, 3
+ROWS = PROMPTS * GROUP
 
 
-def rlnb_step_seconds(steps: int, device: str) -> float:
-    model, tok = load_reasoner("addition")
-    model.to(device)
-    cfg = RLConfig(
+def config(steps: int) -> RLConfig:
+    return RLConfig(
         algorithm="grpo", steps=steps, prompts_per_step=PROMPTS, group_size=GROUP, lr=LR,
         eval_every=10**9, eval_prompts=8, progress=False,
     )  # fmt: skip
-    history, _ = train(model, tok, Addition(2), cfg)
-    per_step = (PROMPTS * GROUP) / history.samples_per_s.dropna().iloc[WARMUP:]
-    return statistics.median(per_step)
 
 
-def trl_step_seconds(steps: int, device: str) -> tuple[float, str]:
+def rlnb_step_seconds(steps: int, device: str) -> float:
+    model, tok = load_reasoner("addition", device=device)
+    history, _ = train(model, tok, Addition(2), config(steps))
+    return statistics.median(ROWS / history.samples_per_s.dropna().iloc[WARMUP:])
+
+
+def trl_step_seconds(steps: int, device: str, count_flops: bool = False) -> float:
+    """The median seconds of a TRL step; with ``count_flops``, the FLOPs of a step instead."""
     import datasets
     import trl
 
@@ -64,7 +79,7 @@ def trl_step_seconds(steps: int, device: str) -> tuple[float, str]:
     data = datasets.Dataset.from_dict({"prompt": task.prompts(PROMPTS * (steps + 1), "train")})
     with tempfile.TemporaryDirectory() as out:
         args = trl.GRPOConfig(
-            output_dir=out, per_device_train_batch_size=PROMPTS * GROUP, num_generations=GROUP,
+            output_dir=out, per_device_train_batch_size=ROWS, num_generations=GROUP,
             max_completion_length=task.max_new_tokens, learning_rate=LR, beta=0.0,
             num_iterations=1, max_steps=steps, temperature=1.0, logging_steps=10**9,
             save_strategy="no", report_to=[], use_cpu=device == "cpu", bf16=device == "cuda",
@@ -74,41 +89,160 @@ def trl_step_seconds(steps: int, device: str) -> tuple[float, str]:
             model=model, reward_funcs=reward, args=args, train_dataset=data,
             processing_class=tok, callbacks=[Timer()],
         )  # fmt: skip
+        if count_flops:
+            with FlopCounterMode(display=False) as counter:
+                trainer.train()
+            return counter.get_total_flops() / steps
         trainer.train()
-    return statistics.median(times[WARMUP:]), trl.__version__
+    return statistics.median(times[WARMUP:])
 
 
-def run(steps: int) -> str:
-    lines = [
-        f"Machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch "
-        f"threads; torch {torch.__version__}, transformers {transformers.__version__}",
-        "",
-        "| device | trainer | s/step | steps/s | samples/s | rlnb / TRL |",
-        "|---|---|---:|---:|---:|---:|",
-    ]
+class MatmulShapes(TorchDispatchMode):
+    """Counts the matrix products run under it by (op, shapes)."""
+
+    OPS = {torch.ops.aten.mm.default, torch.ops.aten.addmm.default, torch.ops.aten.bmm.default}
+
+    def __init__(self):
+        super().__init__()
+        self.calls = collections.Counter()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func in self.OPS:
+            a, b = args[1:3] if func is torch.ops.aten.addmm.default else args[:2]
+            self.calls[(func is torch.ops.aten.bmm.default, tuple(a.shape), tuple(b.shape))] += 1
+        return func(*args, **(kwargs or {}))
+
+
+def flops(batched: bool, a: tuple, b: tuple) -> int:
+    return 2 * a[-2] * a[-1] * b[-1] * (a[0] if batched else 1)
+
+
+def seconds_per_call(fn, calls: int = 200) -> float:
+    for _ in range(20):
+        fn()
+    start = time.perf_counter()
+    for _ in range(calls):
+        fn()
+    return (time.perf_counter() - start) / calls
+
+
+def one_step(model, tok, optimizer, step: int) -> None:
+    """rollout, advantages and update of ``train``, for one step."""
+    task, cfg = Addition(2), config(1)
+    cfg.max_new_tokens = task.max_new_tokens
+    batch = rollout(model, tok, task, task.prompts(PROMPTS, "train", seed=step), cfg, step)
+    update(model, optimizer, batch, advantages(batch, "grpo"), cfg, step)
+
+
+def compute_floor() -> dict:
+    """FLOPs of one rlnb step and the two floors (seconds); see the module docstring."""
+    model, tok = load_reasoner("addition")
+    optimizer = torch.optim.Adam(model.parameters(), lr=LR, fused=True)
+    optimizer.param_groups[0]["base_lr"] = LR
+    for step in range(3):
+        one_step(model, tok, optimizer, step)
+    with MatmulShapes() as recorded:
+        one_step(model, tok, optimizer, 3)
+    total = sum(flops(*k) * n for k, n in recorded.calls.items())
+    shapes = 0.0
+    for (batched, a, b), n in recorded.calls.items():
+        x, y = torch.randn(a), torch.randn(b)
+        shapes += n * seconds_per_call(lambda: torch.bmm(x, y) if batched else x @ y)
+    width, inner = model.config.n_embd, 4 * model.config.n_embd
+    peak = max(
+        flops(False, (rows, k), (k, n)) / seconds_per_call(lambda: x @ y, 50)
+        for rows in (1024, 4096)
+        for k, n in ((width, inner), (inner, width), (width, 3 * width))
+        for x, y in [(torch.randn(rows, k), torch.randn(k, n))]
+    )
+    return {"flops": total, "peak": peak, "at_peak": total / peak, "at_shapes": shapes}
+
+
+def profile_step(steps: int = 40) -> list[tuple[str, float]]:
+    """Seconds per step (under cProfile) of the parts of rlnb's step, biggest first."""
+    model, tok = load_reasoner("addition")
+    train(model, tok, Addition(2), config(5))  # warm up
+    profiler = cProfile.Profile()
+    profiler.enable()
+    train(model, tok, Addition(2), config(steps))
+    profiler.disable()
+    stats = pstats.Stats(
+        profiler
+    ).stats  # {(file, line, name): (cc, nc, tottime, cumtime, callers)}
+
+    def cumulative(file_part: str, name: str) -> float:
+        return sum(v[3] for (f, _, n), v in stats.items() if file_part in f and n == name)
+
+    parts = {
+        "sampling pass (forward with gradients)": cumulative("models/gpt2.py", "gpt2_forward"),
+        "backward": cumulative("autograd/graph.py", "_engine_run_backward"),
+        "Adam (fused)": cumulative("optim/adam.py", "step"),
+        "gradient clipping": cumulative("nn/utils/clip_grad.py", "clip_grad_norm_"),
+        "tokenising the prompts": cumulative("tokenization_utils_base.py", "__call__"),
+        "decoding the completions": cumulative("tokenization_utils_base.py", "batch_decode"),
+        "rewards": cumulative("envs/tasks.py", "rewards"),
+        "estimator": cumulative("estimators/registry.py", "compute_advantages"),
+    }
+    steps_total = cumulative("train/lm_rl.py", "rollout") + cumulative("train/lm_rl.py", "update")
+    steps_total += parts["estimator"]
+    parts["the rest (sampler loop, losses, bookkeeping)"] = steps_total - sum(parts.values())
+    return sorted(((k, v / steps) for k, v in parts.items()), key=lambda kv: -kv[1])
+
+
+def run(steps: int, rounds: int) -> str:
+    lines = [f"Machine: {machine()}, transformers {transformers.__version__}", ""]
+    ours, theirs = [], []
     for device in ["cpu"] + (["cuda"] if torch.cuda.is_available() else []):
-        ours = rlnb_step_seconds(steps, device)
-        theirs, version = trl_step_seconds(steps, device)
-        n = PROMPTS * GROUP
-        lines.append(
-            f"| {device} | rlnb `train` (grpo) | {ours:.3f} | {1 / ours:.2f} | {n / ours:,.0f} | {theirs / ours:.1f}× |"
-        )
-        lines.append(
-            f"| {device} | TRL {version} `GRPOTrainer` | {theirs:.3f} | {1 / theirs:.2f} | {n / theirs:,.0f} | 1.0× |"
-        )
-        print("\n".join(lines[-2:]), flush=True)
+        rows = [
+            "| round | rlnb s/step | TRL s/step | rlnb samples/s | TRL samples/s | rlnb / TRL |"
+        ]
+        rows.append("|---:|---:|---:|---:|---:|---:|")
+        for r in range(rounds):
+            ours.append(rlnb_step_seconds(steps, device))
+            theirs.append(trl_step_seconds(steps, device))
+            rows.append(
+                f"| {r + 1} | {ours[-1]:.4f} | {theirs[-1]:.4f} | {ROWS / ours[-1]:,.0f} | "
+                f"{ROWS / theirs[-1]:,.0f} | {theirs[-1] / ours[-1]:.2f}× |"
+            )
+            print(rows[-1], flush=True)
+        lines += [f"**{device}**, `--steps {steps}`:", "", *rows, ""]
+    floor = compute_floor()
+    best_ours, best_theirs = statistics.median(ours), statistics.median(theirs)
+    lines += [
+        f"Floor (cpu): one rlnb step runs {floor['flops'] / 1e9:.2f} GFLOP of matrix products; "
+        f"this CPU's best on a large product of the model's widths is {floor['peak'] / 1e9:.0f} "
+        f"GFLOP/s.",
+        "",
+        "| | s/step | × floor at peak | × floor at the step's shapes |",
+        "|---|---:|---:|---:|",
+        f"| floor at peak throughput | {floor['at_peak']:.4f} | 1.0× | |",
+        f"| floor, each product timed at its shape | {floor['at_shapes']:.4f} | "
+        f"{floor['at_shapes'] / floor['at_peak']:.2f}× | 1.0× |",
+        f"| rlnb (median of rounds) | {best_ours:.4f} | {best_ours / floor['at_peak']:.1f}× | "
+        f"{best_ours / floor['at_shapes']:.1f}× |",
+        f"| TRL (median of rounds) | {best_theirs:.4f} | {best_theirs / floor['at_peak']:.1f}× | "
+        f"{best_theirs / floor['at_shapes']:.1f}× |",
+        "",
+        "Where rlnb's step goes (cProfile, which inflates Python-heavy parts; ms per step):",
+        "",
+        "| part | ms |",
+        "|---|---:|",
+        *(f"| {name} | {seconds * 1e3:.2f} |" for name, seconds in profile_step()),
+    ]
     return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
-    table = run(args.steps)
+    table = run(args.steps, args.rounds)
     print(table)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(
-            "# GRPO steps per second: rlnb vs TRL (`python benchmarks/lm_rl.py`)\n\n" + table
+            "# GRPO steps per second: rlnb vs TRL vs the floor (`python benchmarks/lm_rl.py`)\n\n"
+            + table
         )

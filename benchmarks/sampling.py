@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import platform
+import time
 from pathlib import Path
 
 import torch
@@ -21,11 +22,13 @@ from timing import timed  # benchmarks/timing.py
 
 from rlnb.decoding import sample
 from rlnb.envs.tasks import Addition
+from rlnb.models import gpt2
 from rlnb.models.lm import char_tokenizer, tiny_causal_lm
 
 NEW_TOKENS = 8
-# (prompts, samples per prompt, temperature): the issue's shape, and GRPO-style groups
-CONFIGS = [(256, 1, 1.0), (256, 1, 0.0), (32, 8, 1.0), (16, 16, 1.0)]
+# (prompts, samples per prompt, temperature): one sample per prompt from 64 to 1024 prompts, greedy,
+# and GRPO-style groups
+CONFIGS = [(64, 1, 1.0), (256, 1, 1.0), (256, 1, 0.0), (1024, 1, 1.0), (32, 8, 1.0), (16, 16, 1.0)]
 
 
 def run(repeats: int) -> str:
@@ -38,19 +41,27 @@ def run(repeats: int) -> str:
         "| rlnb / generate |",
         "|---|---|---|---:|---:|---:|",
     ]
+    split = []  # (prompts, rlnb's split, generate's split) for one sample per prompt
+
+    def tokenize(prompts):
+        return tokenizer(prompts, return_tensors="pt", padding=True)
+
+    def decode(ids):
+        return tokenizer.batch_decode(ids[:, :NEW_TOKENS], skip_special_tokens=True)
+
     for device in devices:
         torch.manual_seed(0)
         model = tiny_causal_lm(len(tokenizer), n_positions=32).to(device).eval()
         model.generation_config.eos_token_id = None  # both decoders produce exactly NEW_TOKENS
         for n_prompts, n, temperature in CONFIGS:
             prompts = task.prompts(n_prompts, "train", seed=0)
-            ours = timed(
-                lambda: sample(
+
+            def ours_fn():
+                return sample(
                     model, no_eos, prompts, n=n, max_new_tokens=NEW_TOKENS, temperature=temperature
-                ),
-                repeats,
-                device,
-            )
+                )
+
+            ours = timed(ours_fn, repeats, device)
             if temperature:
                 generate_kwargs = dict(do_sample=True, temperature=1.0, top_k=0)
             else:
@@ -69,11 +80,57 @@ def run(repeats: int) -> str:
                 return tokenizer.batch_decode(ids[:, enc["input_ids"].shape[1] :])
 
             theirs = timed(generate, repeats, device)
+            if device.type == "cpu" and n == 1 and temperature:
+                text = timed(lambda: decode(tokenize(prompts)["input_ids"]), repeats, device)
+                split.append(
+                    (n_prompts, 1e3 * text, time_split(ours_fn, gpt2, "gpt2_forward"))
+                    + (time_split(generate, model, "forward"),)
+                )
             rows.append(
                 f"| {device.type} | {n_prompts} × {n} | {'sampling (T=1)' if temperature else 'greedy'}"
                 f" | {n_prompts * n / ours:,.0f} | {n_prompts * n / theirs:,.0f} | {theirs / ours:.2f}× |"
             )
+    rows += [
+        "",
+        "Where the time goes with one sample per prompt (cpu, sampling; ms per call): the model's "
+        "forward (rlnb's written-out GPT-2 forward, or the model's own inside `generate`, timed "
+        "around each call), tokenising the prompts and decoding 8 tokens a row (timed alone; both "
+        "do it), and the rest (the decoding loop).",
+        "",
+        "| prompts | decoder | total | model forward | tokenise + decode | rest | forward share |",
+        "|---:|---|---:|---:|---:|---:|---:|",
+    ]
+    for n_prompts, text, *parts in split:
+        for name, (total, forward) in zip(("rlnb `sample`", "`model.generate`"), parts):
+            rows.append(
+                f"| {n_prompts} | {name} | {total:.1f} | {forward:.1f} | {text:.1f} | "
+                f"{total - forward - text:.1f} | {forward / total:.0%} |"
+            )
     return "\n".join(rows)
+
+
+def time_split(fn, owner, name: str, calls: int = 5) -> tuple[float, float]:
+    """ms per call of ``fn()``, and of it inside ``owner.name`` (the model's forward), timed by
+    wrapping that function for the calls."""
+    original, spent = getattr(owner, name), [0.0]
+
+    def wrapped(*args, **kwargs):
+        start = time.perf_counter()
+        out = original(*args, **kwargs)
+        spent[0] += time.perf_counter() - start
+        return out
+
+    setattr(owner, name, wrapped)
+    try:
+        fn()
+        spent[0] = 0.0
+        start = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        total = time.perf_counter() - start
+    finally:
+        setattr(owner, name, original)
+    return 1e3 * total / calls, 1e3 * spent[0] / calls
 
 
 class _NoEOS:

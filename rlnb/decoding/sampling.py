@@ -136,7 +136,9 @@ def sample(
         finished = torch.zeros(ids.shape[0], dtype=torch.bool, device=device)
         tokens, logps, alive, entropies, pi2 = [], [], [], [], []
         for step in range(max_new_tokens):
-            logits = logits.float() / (temperature or 1.0)
+            logits = logits.float()
+            if temperature not in (0.0, 1.0):  # greedy and T = 1 read the logits as they are
+                logits = logits / temperature
             log_z = logits.logsumexp(-1, keepdim=True)
             with torch.no_grad():
                 if temperature > 0 or with_sum_pi_squared:
