@@ -207,21 +207,26 @@ def run(steps: int, rounds: int) -> str:
             print(rows[-1], flush=True)
         lines += [f"**{device}**, `--steps {steps}`:", "", *rows, ""]
     floor = compute_floor()
+    trl_flops = trl_step_seconds(4, "cpu", count_flops=True)
+    trl_floor = trl_flops / floor["peak"]
     best_ours, best_theirs = statistics.median(ours), statistics.median(theirs)
     lines += [
-        f"Floor (cpu): one rlnb step runs {floor['flops'] / 1e9:.2f} GFLOP of matrix products; "
-        f"this CPU's best on a large product of the model's widths is {floor['peak'] / 1e9:.0f} "
-        f"GFLOP/s.",
+        f"Floor (cpu): one rlnb step runs {floor['flops'] / 1e9:.2f} GFLOP of matrix products, "
+        f"one TRL step {trl_flops / 1e9:.2f} GFLOP (it runs every prompt once per sample and "
+        f"the completions a second time for the gradient); this CPU's best on a large product of "
+        f"the model's widths is {floor['peak'] / 1e9:.0f} GFLOP/s.",
         "",
-        "| | s/step | × floor at peak | × floor at the step's shapes |",
-        "|---|---:|---:|---:|",
-        f"| floor at peak throughput | {floor['at_peak']:.4f} | 1.0× | |",
-        f"| floor, each product timed at its shape | {floor['at_shapes']:.4f} | "
-        f"{floor['at_shapes'] / floor['at_peak']:.2f}× | 1.0× |",
+        "| | s/step | × rlnb's floor at peak | × rlnb's floor at its shapes | × its own floor at peak |",
+        "|---|---:|---:|---:|---:|",
+        f"| rlnb's floor at peak throughput | {floor['at_peak']:.4f} | 1.0× | | |",
+        f"| rlnb's floor, each product timed at its shape | {floor['at_shapes']:.4f} | "
+        f"{floor['at_shapes'] / floor['at_peak']:.2f}× | 1.0× | |",
         f"| rlnb (median of rounds) | {best_ours:.4f} | {best_ours / floor['at_peak']:.1f}× | "
-        f"{best_ours / floor['at_shapes']:.1f}× |",
+        f"{best_ours / floor['at_shapes']:.1f}× | {best_ours / floor['at_peak']:.1f}× |",
+        f"| TRL's floor at peak throughput | {trl_floor:.4f} | "
+        f"{trl_floor / floor['at_peak']:.1f}× | | 1.0× |",
         f"| TRL (median of rounds) | {best_theirs:.4f} | {best_theirs / floor['at_peak']:.1f}× | "
-        f"{best_theirs / floor['at_shapes']:.1f}× |",
+        f"{best_theirs / floor['at_shapes']:.1f}× | {best_theirs / trl_floor:.1f}× |",
         "",
         "Where rlnb's step goes (cProfile, which inflates Python-heavy parts; ms per step):",
         "",

@@ -74,14 +74,16 @@ def char_tokenizer(alphabet: str) -> CharTokenizer:
 
 
 def tiny_causal_lm(
-    vocab_size: int, n_layer: int = 2, n_embd: int = 128, n_head: int = 4, n_positions: int = 32
-) -> GPT2LMHeadModel:
+    vocab_size: int, n_layer: int = 2, n_embd: int = 128, n_head: int = 4, n_positions: int = 32,
+    activation_function: str = FAST_ACTIVATION, attn_implementation: str = SMALL_ATTENTION,
+) -> GPT2LMHeadModel:  # fmt: skip
     """A small GPT-2 (tied input/output embeddings, no dropout) with the given sizes, running
-    ``small_attention`` and GPT-2's tanh GELU as one kernel (``FAST_ACTIVATION``)."""
+    ``small_attention`` and GPT-2's tanh GELU as one kernel (``FAST_ACTIVATION``) unless told
+    otherwise (``build_reasoners`` names the kernels the shipped checkpoints were trained with)."""
     if n_embd % n_head:
         raise ValueError(f"n_embd: expected a multiple of n_head={n_head}, got {n_embd}")
     config = GPT2Config(
-        activation_function=FAST_ACTIVATION,
+        activation_function=activation_function,
         vocab_size=vocab_size,
         n_layer=n_layer,
         n_embd=n_embd,
@@ -94,7 +96,7 @@ def tiny_causal_lm(
         eos_token_id=2,
         pad_token_id=0,
     )
-    config._attn_implementation = SMALL_ATTENTION
+    config._attn_implementation = attn_implementation
     return GPT2LMHeadModel(config)
 
 

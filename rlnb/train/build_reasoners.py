@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
+from transformers import AutoModelForCausalLM
 
 from rlnb.decoding.selection import evaluate_pass_at_k
 from rlnb.envs.tasks import (
@@ -26,7 +27,13 @@ from rlnb.envs.tasks import (
     Composition,
     StepwiseComposition,
 )
-from rlnb.models.lm import char_tokenizer, data_dir, load_reasoner, sha256, tiny_causal_lm
+from rlnb.models.lm import (
+    char_tokenizer,
+    check_checkpoint,
+    data_dir,
+    sha256,
+    tiny_causal_lm,
+)
 from rlnb.train.lm_sft import SFTConfig, train_sft
 
 
@@ -53,6 +60,10 @@ class ReasonerSpec:
 
 SOUP_SFT_STEPS = 150  # notebook 10c's two SFT runs from "addition"
 CHAIN_STEPS = 385  # where "chain" met its stopping rule (data/reasoners/chain/metrics.json)
+
+# The kernels the shipped checkpoints were trained with, so a rebuild is bit-for-bit; rlnb now runs
+# them with the same functions in fewer kernels (tiny_causal_lm's defaults, load_reasoner).
+TRAINED_WITH = {"activation_function": "gelu_new", "attn_implementation": "sdpa"}
 
 SPECS = {
     "addition": ReasonerSpec(),
@@ -129,9 +140,12 @@ def build(name: str, out_root: Path | None = None) -> dict:
     task = TASKS[spec.task](**spec.task_args)
     tokenizer = char_tokenizer(task.alphabet)
     if spec.init is None:
-        model = tiny_causal_lm(len(tokenizer), **spec.model_args)
-    else:
-        model = load_reasoner(spec.init)[0].train()
+        model = tiny_causal_lm(len(tokenizer), **spec.model_args, **TRAINED_WITH)
+    else:  # as saved (gelu_new), with the eager attention these continuations were trained with
+        model = AutoModelForCausalLM.from_pretrained(
+            check_checkpoint(data_dir() / "reasoners" / spec.init), attn_implementation="eager",
+            use_safetensors=True,
+        ).train()  # fmt: skip
         differ = {k: v for k, v in spec.model_args.items() if getattr(model.config, k) != v}
         if differ or len(tokenizer) != model.config.vocab_size:
             raise ValueError(
