@@ -31,7 +31,7 @@ from pathlib import Path
 
 import torch
 import transformers
-from timing import machine  # benchmarks/timing.py
+from timing import machine, matmul_peak, seconds_per_call  # benchmarks/timing.py
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -117,15 +117,6 @@ def flops(batched: bool, a: tuple, b: tuple) -> int:
     return 2 * a[-2] * a[-1] * b[-1] * (a[0] if batched else 1)
 
 
-def seconds_per_call(fn, calls: int = 200) -> float:
-    for _ in range(20):
-        fn()
-    start = time.perf_counter()
-    for _ in range(calls):
-        fn()
-    return (time.perf_counter() - start) / calls
-
-
 def one_step(model, tok, optimizer, step: int) -> None:
     """rollout, advantages and update of ``train``, for one step."""
     task, cfg = Addition(2), config(1)
@@ -148,13 +139,7 @@ def compute_floor() -> dict:
     for (batched, a, b), n in recorded.calls.items():
         x, y = torch.randn(a), torch.randn(b)
         shapes += n * seconds_per_call(lambda: torch.bmm(x, y) if batched else x @ y)
-    width, inner = model.config.n_embd, 4 * model.config.n_embd
-    peak = max(
-        flops(False, (rows, k), (k, n)) / seconds_per_call(lambda: x @ y, 50)
-        for rows in (1024, 4096)
-        for k, n in ((width, inner), (inner, width), (width, 3 * width))
-        for x, y in [(torch.randn(rows, k), torch.randn(k, n))]
-    )
+    peak = matmul_peak(model.config.n_embd)
     return {"flops": total, "peak": peak, "at_peak": total / peak, "at_shapes": shapes}
 
 

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import torch
 import transformers
-from timing import timed  # benchmarks/timing.py
+from timing import matmul_peak, timed  # benchmarks/timing.py
+from torch.utils.flop_counter import FlopCounterMode
 
 from rlnb.decoding import sample
 from rlnb.envs.tasks import Addition
@@ -49,10 +50,13 @@ def run(repeats: int) -> str:
     def decode(ids):
         return tokenizer.batch_decode(ids[:, :NEW_TOKENS], skip_special_tokens=True)
 
+    peak = None  # the CPU's product throughput, measured once the model is built
     for device in devices:
         torch.manual_seed(0)
         model = tiny_causal_lm(len(tokenizer), n_positions=32).to(device).eval()
         model.generation_config.eos_token_id = None  # both decoders produce exactly NEW_TOKENS
+        if device.type == "cpu":
+            peak = matmul_peak(model.config.n_embd)
         for n_prompts, n, temperature in CONFIGS:
             prompts = task.prompts(n_prompts, "train", seed=0)
 
@@ -82,8 +86,11 @@ def run(repeats: int) -> str:
             theirs = timed(generate, repeats, device)
             if device.type == "cpu" and n == 1 and temperature:
                 text = timed(lambda: decode(tokenize(prompts)["input_ids"]), repeats, device)
+                with FlopCounterMode(display=False) as counter:
+                    ours_fn()
+                floor = 1e3 * counter.get_total_flops() / peak
                 split.append(
-                    (n_prompts, 1e3 * text, time_split(ours_fn, gpt2, "gpt2_forward"))
+                    (n_prompts, 1e3 * text, floor, time_split(ours_fn, gpt2, "gpt2_forward"))
                     + (time_split(generate, model, "forward"),)
                 )
             rows.append(
@@ -97,15 +104,21 @@ def run(repeats: int) -> str:
         "around each call), tokenising the prompts and decoding 8 tokens a row (timed alone; both "
         "do it), and the rest (the decoding loop).",
         "",
-        "| prompts | decoder | total | model forward | tokenise + decode | rest | forward share |",
-        "|---:|---|---:|---:|---:|---:|---:|",
+        "| prompts | decoder | total | model forward | tokenise + decode | rest | forward share "
+        "| forward ÷ its matmul floor |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|",
     ]
-    for n_prompts, text, *parts in split:
+    for n_prompts, text, floor, *parts in split:
         for name, (total, forward) in zip(("rlnb `sample`", "`model.generate`"), parts):
             rows.append(
                 f"| {n_prompts} | {name} | {total:.1f} | {forward:.1f} | {text:.1f} | "
-                f"{total - forward - text:.1f} | {forward / total:.0%} |"
+                f"{total - forward - text:.1f} | {forward / total:.0%} | {forward / floor:.1f}× |"
             )
+    rows += [
+        "",
+        f"The matmul floor: the FLOPs of rlnb's sampling pass (`torch.utils.flop_counter`) at this "
+        f"CPU's best product throughput, {peak / 1e9:.0f} GFLOP/s (`timing.matmul_peak`).",
+    ]
     return "\n".join(rows)
 
 

@@ -42,3 +42,26 @@ def machine() -> str:
         f"{cpu}, {cpus} usable CPUs, {torch.get_num_threads()} torch threads{gpu}; "
         f"torch {torch.__version__}, Python {platform.python_version()}"
     )
+
+
+def seconds_per_call(fn, calls: int = 200) -> float:
+    """Mean seconds of ``fn()`` over ``calls`` calls after 20 warm-up calls (for microseconds)."""
+    for _ in range(20):
+        fn()
+    start = time.perf_counter()
+    for _ in range(calls):
+        fn()
+    return (time.perf_counter() - start) / calls
+
+
+def matmul_peak(width: int) -> float:
+    """FLOP/s of this CPU's best float32 product among the shapes of a GPT-2 of this width
+    (``[rows, width] @ [width, 4·width]`` and the like, 1024 and 4096 rows): the throughput a
+    compute floor divides by."""
+    shapes = ((width, 4 * width), (4 * width, width), (width, 3 * width))
+    best = 0.0
+    for rows in (1024, 4096):
+        for k, n in shapes:
+            x, y = torch.randn(rows, k), torch.randn(k, n)
+            best = max(best, 2 * rows * k * n / seconds_per_call(lambda: x @ y, 50))
+    return best
