@@ -11,7 +11,8 @@ steps (rlnb's greedy evaluations are outside the timed part). The two alternate 
 times, so a change in the machine's load falls on both; the table gives each round.
 
 The floor is what the CPU needs for the step's arithmetic alone: the matrix products of one rlnb
-step (counted by ``torch.utils.flop_counter``; everything else is elementwise and far smaller),
+step (recorded with their shapes by ``MatmulShapes``; everything else is elementwise and far
+smaller; TRL's step is counted by ``torch.utils.flop_counter``),
 (a) at the best throughput this CPU reaches on a large product of the model's widths, and (b)
 each product timed alone at its own shape, as the step runs it. A cProfile of rlnb's step says
 where the rest goes. Needs ``trl`` (not an rlnb dependency: install it in an environment of its
@@ -176,25 +177,26 @@ def profile_step(steps: int = 40) -> list[tuple[str, float]]:
 
 def run(steps: int, rounds: int) -> str:
     lines = [f"Machine: {machine()}, transformers {transformers.__version__}", ""]
-    ours, theirs = [], []
+    ours, theirs = {}, {}  # seconds per step of each round, by device
     for device in ["cpu"] + (["cuda"] if torch.cuda.is_available() else []):
         rows = [
             "| round | rlnb s/step | TRL s/step | rlnb samples/s | TRL samples/s | rlnb / TRL |"
         ]
         rows.append("|---:|---:|---:|---:|---:|---:|")
+        mine, trl = ours.setdefault(device, []), theirs.setdefault(device, [])
         for r in range(rounds):
-            ours.append(rlnb_step_seconds(steps, device))
-            theirs.append(trl_step_seconds(steps, device))
+            mine.append(rlnb_step_seconds(steps, device))
+            trl.append(trl_step_seconds(steps, device))
             rows.append(
-                f"| {r + 1} | {ours[-1]:.4f} | {theirs[-1]:.4f} | {ROWS / ours[-1]:,.0f} | "
-                f"{ROWS / theirs[-1]:,.0f} | {theirs[-1] / ours[-1]:.2f}× |"
+                f"| {r + 1} | {mine[-1]:.4f} | {trl[-1]:.4f} | {ROWS / mine[-1]:,.0f} | "
+                f"{ROWS / trl[-1]:,.0f} | {trl[-1] / mine[-1]:.2f}× |"
             )
             print(rows[-1], flush=True)
         lines += [f"**{device}**, `--steps {steps}`:", "", *rows, ""]
     floor = compute_floor()
     trl_flops = trl_step_seconds(4, "cpu", count_flops=True)
     trl_floor = trl_flops / floor["peak"]
-    best_ours, best_theirs = statistics.median(ours), statistics.median(theirs)
+    best_ours, best_theirs = statistics.median(ours["cpu"]), statistics.median(theirs["cpu"])
     lines += [
         f"Floor (cpu): one rlnb step runs {floor['flops'] / 1e9:.2f} GFLOP of matrix products, "
         f"one TRL step {trl_flops / 1e9:.2f} GFLOP (it runs every prompt once per sample and "

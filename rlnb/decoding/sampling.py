@@ -100,8 +100,8 @@ def sample(
     """Sample ``n`` completions for each prompt, stopping each row at the tokenizer's EOS.
 
     Each prompt is run through the model once; its KV cache is then copied to its ``n`` rows.
-    A GPT-2 runs ``rlnb.models.gpt2``'s forward (the same function, less work per call), any other
-    model its own forward (``rlnb.models.gpt2.decoder``).
+    rlnb's reasoners run ``rlnb.models.gpt2``'s written-out forward (the same function, less work
+    per call; ``plain_gpt2`` says which models), any other model its own forward.
 
     ``temperature=0`` decodes greedily. ``seed`` seeds a generator of its own (the global RNG is
     left alone); ``None`` uses the global RNG. ``with_grad=True`` keeps the autograd graph of the

@@ -1,7 +1,8 @@
 """Model forwards that training, decoding and critics share: position ids from a padded
 attention mask, the KV-cache argument's name, ``grouped_forward`` (each distinct prompt of a
 group run once, its cache repeated to the group's rows), and ``small_attention``, the attention
-the tiny reasoners run with (registered with ``transformers`` as ``SMALL_ATTENTION``)."""
+the tiny reasoners run with (``SMALL_ATTENTION``, registered with ``transformers`` by
+``rlnb.models.lm``)."""
 
 from __future__ import annotations
 
@@ -9,10 +10,13 @@ import inspect
 
 import torch
 from torch import Tensor
-from transformers import AttentionInterface
-from transformers.masking_utils import AttentionMaskInterface, eager_mask
 
+# The kernels rlnb's tiny reasoners run (``rlnb.models.lm`` registers SMALL_ATTENTION with
+# ``transformers``): ``small_attention``, and GPT-2's activation 0.5 x (1 + tanh(√(2/π) (x +
+# 0.044715 x³))) as one kernel, which ``gelu_new`` computes in seven elementwise ops (a third of a
+# sampling pass over 1024 rows went to the seven).
 SMALL_ATTENTION = "rlnb_small"
+FAST_ACTIVATION = "gelu_pytorch_tanh"
 
 
 def small_attention(
@@ -37,18 +41,14 @@ def small_attention(
         weights = query @ key.transpose(-1, -2) * scaling
     if attention_mask is not None:
         weights = weights + attention_mask
-    weights = torch.nn.functional.dropout(
-        weights.softmax(-1).to(value.dtype), p=dropout, training=module.training
-    )
+    weights = weights.softmax(-1).to(value.dtype)
+    if dropout and module.training:
+        weights = torch.nn.functional.dropout(weights, p=dropout)
     if query.shape[2] == 1:
         out = (weights.transpose(-1, -2) * value).sum(-2, keepdim=True)
     else:
         out = weights @ value
     return out.transpose(1, 2), weights
-
-
-AttentionInterface.register(SMALL_ATTENTION, small_attention)
-AttentionMaskInterface.register(SMALL_ATTENTION, eager_mask)  # an additive float mask
 
 
 def cache_argument(model) -> str:

@@ -1,16 +1,17 @@
-"""GPT-2's forward written out for decoding: what ``rlnb.decoding.sample`` runs on a
-``transformers`` GPT-2 (the tiny reasoners) instead of the model's own forward.
+"""GPT-2's forward written out for decoding: what ``rlnb.decoding.sample`` runs on rlnb's
+reasoners (``plain_gpt2``) instead of the model's own forward.
 
-The same function as ``GPT2LMHeadModel`` (the tests hold the two to 1e-5 and to the same sampled
-tokens), without what a general model call carries: no mask built anew each step (the additive
-bias of every position is built once), logits of the last position only, and keys and values
-written into buffers allocated once for the whole completion instead of concatenated each step
-(without gradients; with gradients each step's keys are a new tensor, since autograd keeps the
-earlier ones). For the tiny reasoners a sampling pass is mostly this per-call work: 1.2–1.5× the
-model's own forward over 64–1024 prompts (``benchmarks/sampling.py``).
+The same function as ``GPT2LMHeadModel`` with the same kernels (the tests hold the two to 1e-5,
+to the same sampled tokens and to the same gradients), without what a general model call
+carries: no module calls, no mask built anew each step (the additive bias of every position is
+built once), logits of the last position only, and keys and values written into buffers
+allocated once for the whole completion instead of concatenated each step (without gradients;
+with gradients each step's keys are a new tensor, since autograd keeps the earlier ones). Over 64
+to 1024 prompts it takes 0.7–0.9 of the time of the model's own forward
+(``benchmarks/sampling.py``).
 
-``decoder(model, ...)`` is the one entry: it returns this forward for a model it computes
-exactly (``plain_gpt2``) and the model's own forward with a ``transformers`` cache otherwise.
+``decoder(model, ...)`` is the one entry: this forward for a model ``plain_gpt2`` accepts, the
+model's own forward with a ``transformers`` cache for any other.
 """
 
 from __future__ import annotations
@@ -20,48 +21,59 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from transformers import GPT2LMHeadModel
 
-from rlnb.models.forward import cache_argument, position_ids_from_mask, prefill
-
-GPT2_ACTIVATIONS = ("gelu_new", "gelu_pytorch_tanh")  # 0.5 x (1 + tanh(√(2/π)(x + 0.044715 x³)))
+from rlnb.models.forward import (
+    FAST_ACTIVATION,
+    SMALL_ATTENTION,
+    cache_argument,
+    position_ids_from_mask,
+    prefill,
+    small_attention,
+)
 
 # step(token [N]) -> logits [N, V] of the next position; decoder(...) -> (first logits, step)
 Step = Callable[[Tensor], Tensor]
 
 
 def plain_gpt2(model) -> bool:
-    """Whether ``gpt2_decoder`` computes ``model``'s function: a ``transformers``
-    ``GPT2LMHeadModel`` (not a subclass) with GPT-2's own options (attention scaled by 1/√d only, no cross-attention, the tanh
-    GELU) and no dropout in play (eval mode, or every dropout probability 0)."""
+    """Whether ``gpt2_decoder`` computes ``model``'s function with ``model``'s own kernels: a
+    ``transformers`` ``GPT2LMHeadModel`` (not a subclass) running ``small_attention`` and the
+    one-kernel tanh GELU (as ``tiny_causal_lm`` and ``load_reasoner`` set it up), with its own
+    ``Conv1D`` layers (no adapter, quantization, device map or hook in the way) and no dropout in
+    play. Any other model runs its own forward."""
+    from transformers import GPT2LMHeadModel  # here: importing rlnb.decoding needs torch only
+    from transformers.pytorch_utils import Conv1D
+
     if type(model) is not GPT2LMHeadModel:  # a subclass may change the forward
         return False
     cfg = model.config
-    no_dropout = not model.training or (cfg.resid_pdrop == cfg.embd_pdrop == cfg.attn_pdrop == 0.0)
-    return (
-        no_dropout
-        and cfg.scale_attn_weights
-        and not cfg.scale_attn_by_inverse_layer_idx
-        and not cfg.reorder_and_upcast_attn
-        and not cfg.add_cross_attention
-        and cfg.activation_function in GPT2_ACTIVATIONS
+    if (
+        cfg._attn_implementation != SMALL_ATTENTION
+        or cfg.activation_function != FAST_ACTIVATION
+        or getattr(model, "_hf_peft_config_loaded", False)
+        or getattr(model, "hf_quantizer", None) is not None
+        or getattr(model, "hf_device_map", None)
+    ):
+        return False
+    layers = [
+        layer
+        for block in model.transformer.h
+        for layer in (block.attn.c_attn, block.attn.c_proj, block.mlp.c_fc, block.mlp.c_proj)
+    ]
+    return all(type(layer) is Conv1D for layer in layers) and not any(
+        m._forward_hooks
+        or m._forward_pre_hooks
+        or (isinstance(m, torch.nn.Dropout) and m.training and m.p > 0)
+        for m in model.modules()
     )
 
 
 def _linear(x: Tensor, conv1d) -> Tensor:
-    """GPT-2's ``Conv1D``: ``x W + b`` with ``W`` stored ``[in, out]``."""
+    """GPT-2's ``Conv1D``, ``x W + b`` with ``W`` stored ``[in, out]``, without the module call
+    (``plain_gpt2`` has checked that no hook or adapter would change it)."""
     return torch.addmm(conv1d.bias, x.reshape(-1, x.shape[-1]), conv1d.weight).view(
         *x.shape[:-1], -1
     )
-
-
-def _attention(q: Tensor, k: Tensor, v: Tensor, bias: Tensor, scaling: float) -> Tensor:
-    """``softmax(q kᵀ · scaling + bias) v`` (``rlnb.models.forward.small_attention``'s shapes)."""
-    if q.shape[2] == 1:  # one query: broadcast product and sum (see small_attention)
-        w = ((q * k).sum(-1).unsqueeze(2) * scaling + bias).softmax(-1).to(v.dtype)
-        return (w.transpose(-1, -2) * v).sum(-2, keepdim=True)
-    w = (q @ k.transpose(-1, -2) * scaling + bias).softmax(-1).to(v.dtype)
-    return w @ v
 
 
 def gpt2_forward(
@@ -77,15 +89,14 @@ def gpt2_forward(
     are concatenated to them, without they are written into them at ``length`` (buffers of the
     whole completion's length); either way the lists are updated in place.
     """
-    tr, cfg = model.transformer, model.config
+    tr = model.transformer
     b, n = input_ids.shape
-    heads = cfg.n_head
-    dim = cfg.n_embd // heads
-    scaling = dim**-0.5
     h = tr.wte(input_ids) + tr.wpe(position_ids)
     for i, block in enumerate(tr.h):
+        attn = block.attn
         x = F.layer_norm(h, h.shape[-1:], block.ln_1.weight, block.ln_1.bias, block.ln_1.eps)
-        q, k, v = _linear(x, block.attn.c_attn).view(b, n, 3, heads, dim).permute(2, 0, 3, 1, 4)
+        qkv = _linear(x, attn.c_attn).view(b, n, 3, attn.num_heads, attn.head_dim)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4)
         if len(keys) <= i:  # the first call: these are the cache
             keys.append(k)
             values.append(v)
@@ -96,8 +107,8 @@ def gpt2_forward(
             keys[i][:, :, length : length + n] = k
             values[i][:, :, length : length + n] = v
             k, v = keys[i][:, :, : length + n], values[i][:, :, : length + n]
-        out = _attention(q, k, v, bias, scaling).transpose(1, 2).reshape(b, n, -1)
-        h = h + _linear(out, block.attn.c_proj)
+        out = small_attention(attn, q, k, v, bias, attn.scaling)[0].reshape(b, n, -1)
+        h = h + _linear(out, attn.c_proj)
         x = F.layer_norm(h, h.shape[-1:], block.ln_2.weight, block.ln_2.bias, block.ln_2.eps)
         h = h + _linear(F.gelu(_linear(x, block.mlp.c_fc), approximate="tanh"), block.mlp.c_proj)
     last = F.layer_norm(h[:, -1], h.shape[-1:], tr.ln_f.weight, tr.ln_f.bias, tr.ln_f.eps)

@@ -18,20 +18,21 @@ from pathlib import Path
 import torch
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors
 from transformers import (
+    AttentionInterface,
     AutoModelForCausalLM,
     AutoTokenizer,
     GPT2Config,
     GPT2LMHeadModel,
     PreTrainedTokenizerFast,
 )
+from transformers.masking_utils import AttentionMaskInterface, eager_mask
 
-from rlnb.models.forward import SMALL_ATTENTION
+from rlnb.models.forward import FAST_ACTIVATION, SMALL_ATTENTION, small_attention
+
+AttentionInterface.register(SMALL_ATTENTION, small_attention)
+AttentionMaskInterface.register(SMALL_ATTENTION, eager_mask)  # an additive float mask
 
 SPECIAL_TOKENS = ("<pad>", "<bos>", "<eos>")
-# GPT-2's activation, 0.5 x (1 + tanh(√(2/π) (x + 0.044715 x³))): ``gelu_new`` computes it in seven
-# elementwise ops, ``gelu_pytorch_tanh`` in one kernel (a third of a sampling pass over 1024 rows
-# went to the seven). Checkpoints saved with ``gelu_new`` are loaded with this one.
-FAST_ACTIVATION = "gelu_pytorch_tanh"
 DATA_ENV = "RLNB_DATA"
 CHECKPOINT_FILES = ("config.json", "model.safetensors", "tokenizer.json")
 
@@ -200,7 +201,8 @@ def load_reasoner(name_or_path: str | Path, device="cpu"):
     """Load ``(model, tokenizer)``: a shipped name (``"addition"``) from ``data/reasoners/``, a
         local directory from there, anything else through ``from_pretrained`` (a hub id needs the
         internet). Weights are read from safetensors only; the model is returned in eval mode. Our own
-    character-level reasoners are loaded with eager attention (faster than SDPA at their lengths)."""
+    character-level reasoners are loaded with ``small_attention`` and GPT-2's tanh GELU as one
+    kernel (``FAST_ACTIVATION``, the function of the ``gelu_new`` they were saved with)."""
     path = Path(name_or_path)
     if isinstance(name_or_path, str) and "/" not in name_or_path and not path.exists():
         if name_or_path not in shipped_reasoners():

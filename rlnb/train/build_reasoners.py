@@ -30,6 +30,7 @@ from rlnb.envs.tasks import (
 from rlnb.models.lm import (
     char_tokenizer,
     check_checkpoint,
+    check_complete,
     data_dir,
     sha256,
     tiny_causal_lm,
@@ -61,8 +62,9 @@ class ReasonerSpec:
 SOUP_SFT_STEPS = 150  # notebook 10c's two SFT runs from "addition"
 CHAIN_STEPS = 385  # where "chain" met its stopping rule (data/reasoners/chain/metrics.json)
 
-# The kernels the shipped checkpoints were trained with, so a rebuild is bit-for-bit; rlnb now runs
-# them with the same functions in fewer kernels (tiny_causal_lm's defaults, load_reasoner).
+# The kernels the shipped checkpoints were trained and measured with (sample runs these models
+# through their own forward: rlnb.models.gpt2.plain_gpt2), so a rebuild is bit-for-bit; rlnb now
+# runs the same functions in fewer kernels (tiny_causal_lm's defaults, load_reasoner).
 TRAINED_WITH = {"activation_function": "gelu_new", "attn_implementation": "sdpa"}
 
 SPECS = {
@@ -142,10 +144,12 @@ def build(name: str, out_root: Path | None = None) -> dict:
     if spec.init is None:
         model = tiny_causal_lm(len(tokenizer), **spec.model_args, **TRAINED_WITH)
     else:  # as saved (gelu_new), with the eager attention these continuations were trained with
-        model = AutoModelForCausalLM.from_pretrained(
-            check_checkpoint(data_dir() / "reasoners" / spec.init), attn_implementation="eager",
-            use_safetensors=True,
-        ).train()  # fmt: skip
+        path = check_checkpoint(data_dir() / "reasoners" / spec.init)
+        model, info = AutoModelForCausalLM.from_pretrained(
+            path, attn_implementation="eager", use_safetensors=True, output_loading_info=True
+        )
+        check_complete(path, model, tokenizer, info)
+        model.train()
         differ = {k: v for k, v in spec.model_args.items() if getattr(model.config, k) != v}
         if differ or len(tokenizer) != model.config.vocab_size:
             raise ValueError(
