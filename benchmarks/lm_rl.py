@@ -32,7 +32,7 @@ from pathlib import Path
 
 import torch
 import transformers
-from timing import machine, matmul_peak, seconds_per_call  # benchmarks/timing.py
+from timing import CPU, machine, matmul_peak, timed  # benchmarks/timing.py
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -129,8 +129,7 @@ def one_step(model, tok, optimizer, step: int) -> None:
 def compute_floor() -> dict:
     """FLOPs of one rlnb step and the two floors (seconds); see the module docstring."""
     model, tok = load_reasoner("addition")
-    optimizer = torch.optim.Adam(model.parameters(), lr=LR, fused=True)
-    optimizer.param_groups[0]["base_lr"] = LR
+    optimizer = torch.optim.Adam([{"params": model.parameters(), "base_lr": LR}], lr=LR, fused=True)
     for step in range(3):
         one_step(model, tok, optimizer, step)
     with MatmulShapes() as recorded:
@@ -139,7 +138,7 @@ def compute_floor() -> dict:
     shapes = 0.0
     for (batched, a, b), n in recorded.calls.items():
         x, y = torch.randn(a), torch.randn(b)
-        shapes += n * seconds_per_call(lambda: torch.bmm(x, y) if batched else x @ y)
+        shapes += n * timed(lambda: torch.bmm(x, y) if batched else x @ y, 200, CPU)
     peak = matmul_peak(model.config.n_embd)
     return {"flops": total, "peak": peak, "at_peak": total / peak, "at_shapes": shapes}
 
@@ -152,9 +151,8 @@ def profile_step(steps: int = 40) -> list[tuple[str, float]]:
     profiler.enable()
     train(model, tok, Addition(2), config(steps))
     profiler.disable()
-    stats = pstats.Stats(
-        profiler
-    ).stats  # {(file, line, name): (cc, nc, tottime, cumtime, callers)}
+    # {(file, line, name): (calls, primitive calls, tottime, cumtime, callers)}
+    stats = pstats.Stats(profiler).stats
 
     def cumulative(file_part: str, name: str) -> float:
         return sum(v[3] for (f, _, n), v in stats.items() if file_part in f and n == name)

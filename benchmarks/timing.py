@@ -12,6 +12,8 @@ from pathlib import Path
 
 import torch
 
+CPU = torch.device("cpu")
+
 
 def timed(fn, repeats: int, device: torch.device) -> float:
     """Median seconds of ``repeats`` calls (CUDA synchronised around each)."""
@@ -44,16 +46,6 @@ def machine() -> str:
     )
 
 
-def seconds_per_call(fn, calls: int = 200) -> float:
-    """Mean seconds of ``fn()`` over ``calls`` calls after 20 warm-up calls (for microseconds)."""
-    for _ in range(20):
-        fn()
-    start = time.perf_counter()
-    for _ in range(calls):
-        fn()
-    return (time.perf_counter() - start) / calls
-
-
 def matmul_peak(width: int) -> float:
     """FLOP/s of this CPU's best float32 product among the shapes of a GPT-2 of this width
     (``[rows, width] @ [width, 4·width]`` and the like, 1024 and 4096 rows): the throughput a
@@ -63,5 +55,5 @@ def matmul_peak(width: int) -> float:
     for rows in (1024, 4096):
         for k, n in shapes:
             x, y = torch.randn(rows, k), torch.randn(k, n)
-            best = max(best, 2 * rows * k * n / seconds_per_call(lambda: x @ y, 50))
+            best = max(best, 2 * rows * k * n / timed(lambda: x @ y, 50, CPU))
     return best

@@ -24,8 +24,8 @@ def evol_rl_rewards(in_majority: Tensor, similarity: Tensor) -> Tensor:
     similarity to any other response. ``u`` is min–max normalised within each side (``ũ = 1`` for
     a side of one response, ``½`` when all of a side's novelties are equal). Reward:
     ``½ + ½ ũ ∈ [½, 1]`` in the majority, ``−1 + ½ ũ ∈ [−1, −½]`` in the minority — every
-    majority response above every minority one, the novel ones on top of each side. ``[N, n]`` out; a lone majority
-    response gets 1, a lone minority one −½."""
+    majority response above every minority one, the novel ones on top of each side. ``[N, n]``
+    out; a lone majority response gets 1, a lone minority one −½."""
     if in_majority.dtype != torch.bool or in_majority.ndim != 2:
         raise ValueError(
             f"in_majority: expected a bool [N, n] tensor, got {in_majority.dtype} "

@@ -130,9 +130,8 @@ def gpt2_decoder(
         ~(causal & allowed[:, None, :])[:, None], neg
     )
     keys, values = [], []
-    logits = gpt2_forward(
-        model, input_ids, position_ids_from_mask(attention_mask), prompt_bias, keys, values, 0
-    )
+    positions = position_ids_from_mask(attention_mask)
+    logits = gpt2_forward(model, input_ids, positions, prompt_bias, keys, values, 0)
     grad = torch.is_grad_enabled()
     for cache in (keys, values):
         for i, t in enumerate(cache):
@@ -146,7 +145,7 @@ def gpt2_decoder(
     # every generated position is attended to: one bias row over the whole completion
     bias = torch.zeros(b * repeat, 1, 1, p + max_new_tokens, device=allowed.device)
     bias[..., :p].masked_fill_(~allowed[:, None, None], neg)
-    position = position_ids_from_mask(allowed.long())[:, -1:] + 1
+    position = positions[:, -1:].repeat_interleave(repeat, dim=0) + 1
     length = p
 
     def step(token: Tensor) -> Tensor:
