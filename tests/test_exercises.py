@@ -303,7 +303,12 @@ def token_gae_reward_on_last_column(scores, values, mask, lmbda):
     return solutions.token_gae(scores, values, torch.ones_like(mask), lmbda) * mask
 
 
+def edge_of_reach_with_terminal(states, next_states, terminal):
+    return solutions.edge_of_reach(states, next_states, torch.zeros_like(terminal))
+
+
 WRONG = [
+    ("edge_of_reach", "a terminal next state", edge_of_reach_with_terminal),
     ("td0_update", "a terminal step", td0_bootstraps_terminal),
     ("n_step_return", "no episode end", n_step_one_too_many),
     ("lambda_return", "truncated mid-window", lambda_return_no_truncation),

@@ -40,6 +40,7 @@ from rlnb.metrics import auc
 from rlnb.models.lm import loss_barrier
 from rlnb.models.value import bellman_target
 from rlnb.train.planning import mdvi_values, soft_max
+from rlnb.train.offline import edge_of_reach
 from rlnb.train.tabular import td0_prediction
 
 
@@ -775,4 +776,27 @@ def cases_seen_equivalents(gen) -> list[Case]:
         Case("an unseen pair equal to a seen one", "a seen program counts when it gives the same answer on every input, not on some", composition_inputs("rw")),
         Case("an unseen pair equal to none", "a seen program counts only when it agrees on every input, not on some; here none does: return an empty list", composition_inputs("co")),
         Case("a seen program", "leave the program itself out of its own equivalents", composition_inputs("r")),
+    ]  # fmt: skip
+
+
+# --- 07 · offline values against the truth --------------------------------------------------------
+@exercise(
+    "07",
+    edge_of_reach,
+    (
+        "A state is at the edge of reach when a transition leads into it and none starts from it: "
+        "its value is used in targets and never trained.",
+        "Collect set(states.tolist()); mark every next state not in it, unless terminal[s'] "
+        "(a terminal state's value is 0, not learned). Return a bool tensor of len(terminal).",
+    ),
+)
+def cases_edge_of_reach(gen) -> list[Case]:
+    S = 12
+    terminal = torch.zeros(S, dtype=torch.bool)
+    terminal[S - 1] = True
+    states = torch.randint(0, 6, (20,), generator=gen)
+    return [
+        Case("a few transitions", "mark next states that never occur as a state a transition starts from", dict(states=states, next_states=torch.randint(0, S - 1, (20,), generator=gen), terminal=terminal)),
+        Case("a terminal next state", "a terminal state is never at the edge: its value is 0 by definition, not learned", dict(states=states, next_states=torch.full((20,), S - 1), terminal=terminal)),
+        Case("every next state also starts one", "a state that some transition starts from is trained: not at the edge (here: none is)", dict(states=states, next_states=states.flip(0), terminal=terminal)),
     ]  # fmt: skip

@@ -342,3 +342,15 @@ def beta_tracker_update(alpha, beta, prompts, rewards, rho):
         alpha[p] = rho * alpha[p] + r
         beta[p] = rho * beta[p] + (1 - r)
     return torch.stack([alpha, beta])
+
+
+# --- 07 · offline values against the truth --------------------------------------------------------
+def edge_of_reach(states, next_states, terminal):
+    """States that some transition leads to but none starts from, terminal states left out."""
+    S = len(terminal)
+    edge = torch.zeros(S, dtype=torch.bool)
+    starts = set(states.tolist())
+    for s2 in next_states.tolist():
+        if s2 not in starts and not terminal[s2]:
+            edge[s2] = True
+    return edge

@@ -20,6 +20,7 @@ from rlnb.widgets.lambda_return import (
     lambda_return_explorer,
     lambda_return_weights,
 )
+from rlnb.widgets.offline import offline_explorer, offline_values
 from rlnb.widgets.planning import mdvi_curves, mdvi_explorer
 from rlnb.widgets.reasoner import passk_explorer, passk_table
 from rlnb.widgets.soup import path_loss, soup_path_explorer
@@ -48,6 +49,8 @@ __all__ = [
     "lambda_return_explorer",
     "lambda_return_weights",
     "mdvi_curves",
+    "offline_explorer",
+    "offline_values",
     "plot_tree",
     "step_score_explorer",
     "step_score_table",
