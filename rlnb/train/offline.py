@@ -1,17 +1,20 @@
 """Offline values on tabular MDPs, where the truth is known.
 
-A fixed dataset of transitions from a behaviour policy, and learners that never see the MDP except
-through it (or, for model-based rollouts, through the *true* dynamics from dataset states). Every
-learner returns its values so a notebook can set them against ``TabularMDP.evaluate`` and
-``TabularMDP.value_iteration``.
+A fixed dataset of transitions, and learners that see the MDP only through it (or, for
+model-based rollouts, through the *true* dynamics from dataset states). Every learner returns its
+values so a notebook can set them against ``TabularMDP.evaluate`` and ``value_iteration``
+(notebook 07). In reading order:
 
-- ``behaviour_dataset``: episodes from a mixture of a narrow policy and the uniform one.
-- ``rollout_fqi``: fitted Q-iteration on the dataset plus k-step rollouts in the true dynamics,
-  with an ensemble of Q-tables and a min over heads in the target ("The Edge-of-Reach Problem in
-  Offline Model-Based RL", RAVL); one head is plain MBPO-style FQI.
-- ``cql_tables``: tabular CQL (the discrete regulariser of "Conservative Q-Learning").
-- ``dual_value_learning``: in-sample value learning with a dual (f-divergence conjugate) value
-  loss ("Dual RL: Unification and New Methods for Reinforcement and Imitation Learning").
+- datasets: ``behaviour_dataset`` (a narrow policy mixed with the uniform one), ``rollout`` (k
+  steps in the true dynamics), ``intervention_episodes`` (a policy with expert takeovers),
+  ``random_walk_chain`` (action-free walks for goal-conditioned values);
+- ``rollout_fqi``: FQI on data plus rollouts with a min over a Q-ensemble ("The Edge-of-Reach
+  Problem in Offline Model-Based RL", RAVL), ``edge_of_reach``;
+- ``dual_value_learning``: in-sample values with the conjugate losses of "Dual RL";
+- ``goal_value_learning`` with ``option_target`` (OTA), ``subgoal_sign_accuracy``;
+- ``chunk_td_values`` and ``monte_carlo_values`` (ALOE's chunk-level bootstrapping against
+  outcome regression);
+- ``cql_training`` and ``workflow_checkpoint`` ("A Workflow for Offline Model-Free Robotic RL").
 """
 
 from __future__ import annotations
@@ -23,6 +26,9 @@ import torch
 from torch import Tensor
 
 from rlnb.envs.tabular import TabularMDP, Transitions
+from rlnb.estimators import discounted_returns, n_step_returns
+from rlnb.estimators.offline import cql_penalty, dual_value_loss, expectile_loss
+from rlnb.models.value import MLP
 
 
 def epsilon_greedy(Q: Tensor, epsilon: float) -> Tensor:
@@ -234,8 +240,6 @@ def dual_value_learning(
     over dataset states, V*_D = ``supported_optimum``) and ``rmse_over_constant`` (the RMSE
     over the best constant's, the standard deviation of V*_D); both inf when not finite.
     """
-    from rlnb.estimators.offline import dual_value_loss
-
     beta_list = [float(b) for b in betas]
     betas = torch.as_tensor(beta_list, dtype=dtype)
     if betas.ndim != 1 or not (betas > 0).all():
@@ -291,6 +295,18 @@ def random_walk_chain(n_states: int, trajectories: int, length: int, seed: int =
     return torch.stack(out, 1)
 
 
+def option_target(
+    state: Tensor, ahead: Tensor, goal: Tensor, next_value: Tensor, gamma: float
+) -> Tensor:
+    """OTA's option-aware TD target for ``V(state, goal)``: ``−1 + γ (1 − reached) V̄(s_{t+n}, g)``,
+    0 when ``state == goal``. ``ahead`` ``[B, n]`` holds ``s_{t+1..t+n}``, ``next_value`` ``[B]``
+    is ``V̄(s_{t+n}, g)``, and ``reached`` = the goal is among ``ahead``. With ``n = 1`` this is
+    the one-step target with reward −1 per step."""
+    reached = (ahead == goal[:, None]).any(-1)
+    y = -1.0 + gamma * (~reached).to(next_value.dtype) * next_value
+    return torch.where(state == goal, torch.zeros_like(y), y)
+
+
 def goal_value_learning(
     walks: Tensor,
     n_states: int,
@@ -322,9 +338,6 @@ def goal_value_learning(
         raise ValueError(
             f"walks: expected [trajectories, length + 1] with length ≥ option_steps, got {tuple(walks.shape)}"
         )
-    from rlnb.estimators.offline import expectile_loss
-    from rlnb.models.value import MLP
-
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)
     net = MLP(2, 1, hidden)
@@ -345,10 +358,8 @@ def goal_value_learning(
         goal = torch.randint(n_states, (batch_size,), generator=g)
         ahead = walks[i[:, None], t[:, None] + torch.arange(1, n + 1)]  # [B, n]
         s = walks[i, t]
-        reached = (ahead == goal[:, None]).any(-1)
         with torch.no_grad():
-            y = -1.0 + gamma * (~reached).float() * value(target, ahead[:, -1], goal)
-            y = torch.where(s == goal, 0.0, y)
+            y = option_target(s, ahead, goal, value(target, ahead[:, -1], goal), gamma)
         loss = expectile_loss(y - value(net, s, goal), expectile).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -459,8 +470,6 @@ def chunk_td_values(
     for every step t the policy chose, the chunk cut short (m < H) where an expert takes over or
     the episode ends, so every reward in a target follows the evaluated policy. ``chunk = 1`` is
     one-step TD. Uses ``rlnb.estimators.n_step_returns``."""
-    from rlnb.estimators import n_step_returns
-
     tr, own = data.transitions, ~data.intervened
     next_own = torch.cat([own[1:], own.new_ones(1)]) | tr.done
     cut = tr.truncated | ~next_own  # the chunk stops before an expert's step
@@ -478,8 +487,6 @@ def monte_carlo_values(mdp: TabularMDP, data: InterventionData) -> Tensor:
     """``V^π`` by regressing each of the policy's steps on its observed discounted return to the
     episode's end (after a truncated end, nothing): the outcome regression that takes the
     experts' later help for the policy's own."""
-    from rlnb.estimators import discounted_returns
-
     tr, own = data.transitions, ~data.intervened
     G = discounted_returns(
         tr.rewards.double(),
@@ -515,9 +522,6 @@ def cql_training(
     ``dataset_q`` (mean Q(s, a) over the whole dataset) and ``td_error`` (its mean squared TD
     error) — and what it may not: ``policy_value``, the true value (``mdp.evaluate``) of the greedy
     policy from the initial distribution. Returns the history and the last ``Q [S, A]``."""
-    from rlnb.estimators.offline import cql_penalty
-    from rlnb.models.value import MLP
-
     if features.ndim != 2 or features.shape[0] != mdp.n_states:
         raise ValueError(f"features: expected [{mdp.n_states}, d], got {tuple(features.shape)}")
     torch.manual_seed(seed)
