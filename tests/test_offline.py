@@ -35,6 +35,7 @@ from rlnb.train.offline import (
     random_walk_chain,
     rollout,
     rollout_fqi,
+    state_action_counts,
     subgoal_sign_accuracy,
     supported_optimum,
     workflow_checkpoint,
@@ -117,6 +118,8 @@ def test_loss_inputs_are_checked():
         expectile_loss(d, 1.5)
     with pytest.raises(ValueError, match="weight"):
         chi2_dual_loss(d, 1.0, weight=2.0)
+    with pytest.raises(ValueError, match="weight"):
+        tv_dual_loss(d, 1.0, weight=0.5)  # flat in V: no minimiser
     with pytest.raises(ValueError, match="q_values, actions"):
         cql_penalty(torch.zeros(3, 2), torch.zeros(2, dtype=torch.long))
 
@@ -205,6 +208,12 @@ def test_rollout_fqi_checks_its_inputs(grid):
         rollout_fqi(mdp, data, rollout_length=-1)
     with pytest.raises(ValueError, match="coverage"):
         behaviour_dataset(mdp, pi, 1.5, 2)
+    with pytest.raises(ValueError, match="narrow"):
+        behaviour_dataset(mdp, pi[:3], 0.1, 2)
+    with pytest.raises(ValueError, match="iterations"):
+        rollout_fqi(mdp, data, iterations=0)
+    with pytest.raises(ValueError, match="epsilon"):
+        rollout_fqi(mdp, data, epsilon=2.0)
 
 
 def test_supported_optimum_with_full_support_is_the_optimum():
@@ -212,6 +221,27 @@ def test_supported_optimum_with_full_support_is_the_optimum():
     v_star, _ = mdp.value_iteration()
     data = behaviour_dataset(mdp, mdp.uniform_policy(), 1.0, 200, 40)
     torch.testing.assert_close(supported_optimum(mdp, data), v_star, atol=1e-8, rtol=0)
+
+
+def test_supported_optimum_keeps_negative_values():
+    """A corridor that costs 1 a step: moving right from 0 is worth −(1 + γ + γ²), not clipped to 0."""
+    from rlnb.envs.tabular import TabularMDP
+
+    base = chain(4, slip=0.0, gamma=0.9)
+    mdp = TabularMDP(base.P, -torch.ones(4, 2), 0.9, base.initial, base.terminal)
+    right = Transitions(
+        torch.tensor([0, 1, 2]), torch.tensor([1, 1, 1]), -torch.ones(3, dtype=torch.float64),
+        torch.tensor([1, 2, 3]), torch.tensor([False, False, True]), torch.zeros(3, dtype=torch.bool),
+    )  # fmt: skip
+    torch.testing.assert_close(
+        supported_optimum(mdp, right), torch.tensor([-2.71, -1.9, -1.0, 0.0], dtype=torch.float64)
+    )
+    allowed = state_action_counts(mdp, right) > 0
+    torch.testing.assert_close(
+        mdp.value_iteration(allowed=allowed)[0], supported_optimum(mdp, right)
+    )
+    with pytest.raises(ValueError, match="allowed"):
+        mdp.value_iteration(allowed=allowed[:, :1])
 
 
 def test_supported_optimum_only_uses_the_data_actions():

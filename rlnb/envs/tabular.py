@@ -137,17 +137,29 @@ class TabularMDP:
         return Evaluation(V, Q, (Q - V[..., None]) * live[:, None])
 
     def value_iteration(
-        self, tol: float = 1e-10, max_iters: int = 100_000
+        self, tol: float = 1e-10, max_iters: int = 100_000, allowed: Tensor | None = None
     ) -> tuple[Tensor, Tensor]:
         """Optimal values and a greedy deterministic policy: ``V ← max_a Σ P (R + γ V)``.
 
+        ``allowed`` (``[S, A]`` bool) restricts the max to those actions; a state with none
+        allowed has value 0 (an offline dataset's in-sample optimum: the actions it takes).
         Stops when the largest change is below ``tol`` (needs ``gamma < 1`` or proper policies).
         """
+        if allowed is not None:
+            allowed = torch.as_tensor(allowed, dtype=torch.bool)
+            if allowed.shape != (self.n_states, self.n_actions):
+                raise ValueError(
+                    f"allowed: expected a bool mask of shape {(self.n_states, self.n_actions)}, got {tuple(allowed.shape)}"
+                )
         live = (~self.terminal).to(torch.float64)
         V = torch.zeros(self.n_states, dtype=torch.float64)
         for _ in range(max_iters):
             Q = (self.P * (self.R + self.gamma * V)).sum(-1) * live[:, None]
+            if allowed is not None:
+                Q = torch.where(allowed, Q, -torch.inf)
             V_new = Q.max(-1).values
+            if allowed is not None:
+                V_new = torch.where(allowed.any(-1), V_new, 0.0)
             if (V_new - V).abs().max() < tol:
                 V = V_new
                 break

@@ -69,11 +69,15 @@ def chi2_dual_loss(diff: Tensor, beta, weight: float = 0.5) -> Tensor:
     return -(1 - weight) * diff + weight * beta * conjugate
 
 
-def tv_dual_loss(diff: Tensor, beta, weight: float = 0.5) -> Tensor:
+def tv_dual_loss(diff: Tensor, beta, weight: float = 0.7) -> Tensor:
     """f-DVL, total variation: ``(1 − λ)(−diff) + λ β f*_p(diff / β)`` with
     ``f*_p(y) = max(y, −½)`` (the conjugate of ``f(t) = ½|t − 1|`` over ``t ≥ 0``, for
-    ``y ≤ ½``; larger ``y`` has no finite conjugate, and the code's linear branch is kept)."""
-    _check_weight("weight", weight, 0.0, 1.0)
+    ``y ≤ ½``; larger ``y`` has no finite conjugate, and the code's linear branch is kept).
+    Its slope in V is ``(1 − λ) − λ P(diff > −β/2)``, so the minimiser is ``β/2`` above the
+    upper ``(1 − λ)/λ`` quantile of the target; λ ≤ ½ has none (flat or unbounded below), so
+    ``weight`` must be in (½, 1]."""
+    if not 0.5 < float(weight) <= 1.0:
+        raise ValueError(f"weight: expected a float in (0.5, 1], got {weight}")
     _check_beta(beta)
     y = diff / beta
     return -(1 - weight) * diff + weight * beta * y.clamp(min=-0.5)

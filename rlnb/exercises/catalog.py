@@ -39,8 +39,8 @@ from rlnb.exercises.grader import Case, Exercise, register_exercise
 from rlnb.metrics import auc
 from rlnb.models.lm import loss_barrier
 from rlnb.models.value import bellman_target
-from rlnb.train.planning import mdvi_values, soft_max
 from rlnb.train.offline import edge_of_reach
+from rlnb.train.planning import mdvi_values, soft_max
 from rlnb.train.tabular import td0_prediction
 
 

@@ -9,12 +9,13 @@ values so a notebook can set them against ``TabularMDP.evaluate`` and ``value_it
   steps in the true dynamics), ``intervention_episodes`` (a policy with expert takeovers),
   ``random_walk_chain`` (action-free walks for goal-conditioned values);
 - ``rollout_fqi``: FQI on data plus rollouts with a min over a Q-ensemble ("The Edge-of-Reach
-  Problem in Offline Model-Based RL", RAVL), ``edge_of_reach``;
+  Problem in Offline Model-Based Reinforcement Learning", RAVL), ``edge_of_reach``;
 - ``dual_value_learning``: in-sample values with the conjugate losses of "Dual RL";
 - ``goal_value_learning`` with ``option_target`` (OTA), ``subgoal_sign_accuracy``;
 - ``chunk_td_values`` and ``monte_carlo_values`` (ALOE's chunk-level bootstrapping against
   outcome regression);
-- ``cql_training`` and ``workflow_checkpoint`` ("A Workflow for Offline Model-Free Robotic RL").
+- ``cql_training`` and ``workflow_checkpoint`` ("A Workflow for Offline Model-Free Robotic
+  Reinforcement Learning").
 """
 
 from __future__ import annotations
@@ -51,6 +52,10 @@ def behaviour_dataset(
     (``narrow`` an ``[S, A]`` policy), truncated after ``max_steps``."""
     if not 0.0 <= coverage <= 1.0:
         raise ValueError(f"coverage: expected a float in [0, 1], got {coverage}")
+    if tuple(torch.as_tensor(narrow).shape) != (mdp.n_states, mdp.n_actions):
+        raise ValueError(
+            f"narrow: expected a policy of shape {(mdp.n_states, mdp.n_actions)}, got {tuple(torch.as_tensor(narrow).shape)}"
+        )
     behaviour = (1 - coverage) * torch.as_tensor(narrow, dtype=torch.float64) + (
         coverage * mdp.uniform_policy()
     )
@@ -65,6 +70,14 @@ def state_action_counts(mdp: TabularMDP, data: Transitions) -> Tensor:
     )
 
 
+def group_mean(index: Tensor, values: Tensor, size: int) -> tuple[Tensor, Tensor]:
+    """``(mean, count)``, each ``[size]``: the mean of ``values`` over the entries of each
+    ``index`` (0 where there are none) and how many there are."""
+    count = torch.bincount(index, minlength=size).double()
+    total = torch.zeros(size, dtype=torch.float64).index_add_(0, index, values.double())
+    return total / count.clamp(min=1), count
+
+
 def fitted_q_sweep(mdp: TabularMDP, data: Transitions, Q: Tensor, next_value: Tensor) -> Tensor:
     """One exact fitted-Q step on tables: every pair seen in ``data`` gets the mean of its targets
     ``r + γ (1 − terminated) next_value[s']``; unseen pairs keep their value. ``Q`` is
@@ -74,11 +87,8 @@ def fitted_q_sweep(mdp: TabularMDP, data: Transitions, Q: Tensor, next_value: Te
         data.rewards.double()
         + mdp.gamma * (~data.terminated).double() * next_value[data.next_states]
     )
-    flat = data.states * A + data.actions
-    total = torch.zeros(S * A, dtype=torch.float64).index_add_(0, flat, y)
-    count = torch.bincount(flat, minlength=S * A).double()
-    seen = (count > 0).view(S, A)
-    return torch.where(seen, (total / count.clamp(min=1)).view(S, A), Q)
+    mean, count = group_mean(data.states * A + data.actions, y, S * A)
+    return torch.where((count > 0).view(S, A), mean.view(S, A), Q)
 
 
 class RolloutFQI(NamedTuple):
@@ -132,7 +142,8 @@ def rollout_fqi(
     seed: int = 0,
 ) -> RolloutFQI:
     """Offline model-based Q-learning with k-step rollouts in the *true* dynamics, and RAVL's
-    ensemble pessimism ("The Edge-of-Reach Problem in Offline Model-Based RL").
+    ensemble pessimism ("The Edge-of-Reach Problem in Offline Model-Based Reinforcement
+    Learning").
 
     Each iteration starts ``rollouts`` rollouts of ``rollout_length`` steps from states of
     ``data`` with the ε-greedy policy of the pessimistic Q (MBPO's loop) and adds them to a
@@ -152,6 +163,11 @@ def rollout_fqi(
         raise ValueError(f"n_heads: expected a positive int, got {n_heads!r}")
     if not isinstance(rollout_length, int) or rollout_length < 0:
         raise ValueError(f"rollout_length: expected an int ≥ 0, got {rollout_length!r}")
+    for name, value in (("iterations", iterations), ("sweeps", sweeps), ("rollouts", rollouts)):
+        if not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name}: expected a positive int, got {value!r}")
+    if not 0.0 <= epsilon <= 1.0:
+        raise ValueError(f"epsilon: expected a probability, got {epsilon}")
     g = torch.Generator().manual_seed(seed)
     S, A = mdp.n_states, mdp.n_actions
     live = ~mdp.terminal
@@ -203,19 +219,10 @@ def edge_overestimation(V: Tensor, v_true: Tensor, edge: Tensor) -> float:
 
 
 def supported_optimum(mdp: TabularMDP, data: Transitions) -> Tensor:
-    """``[S]``: the optimal value when only the actions ``data`` takes in each state are allowed
-    (the in-sample optimum in-sample learners aim at), by value iteration in the true dynamics.
-    States without data keep value 0."""
-    seen = state_action_counts(mdp, data) > 0
-    live = (~mdp.terminal).double()
-    V = torch.zeros(mdp.n_states, dtype=torch.float64)
-    for _ in range(10_000):
-        Q = (mdp.P * (mdp.R + mdp.gamma * V)).sum(-1) * live[:, None]
-        V_new = torch.where(seen, Q, -torch.inf).max(-1).values.clamp(min=0) * seen.any(-1)
-        if (V_new - V).abs().max() < 1e-10:
-            return V_new
-        V = V_new
-    return V
+    """``[S]``: the optimal value when only the actions ``data`` takes in each state are allowed,
+    ``V(s) = max_{a: n(s,a) > 0} Σ_s' P(s'|s,a) (R + γ V(s'))`` in the true dynamics (the in-sample
+    optimum in-sample learners aim at); a state without data has value 0."""
+    return mdp.value_iteration(allowed=state_action_counts(mdp, data) > 0)[0]
 
 
 def dual_value_learning(
@@ -238,7 +245,8 @@ def dual_value_learning(
     Learning" with the conjugate ``loss`` (``gumbel`` is XQL's, ``chi2`` and ``tv`` f-DVL's).
     Rows: ``beta``, ``finite`` (no NaN/inf in V at the end), ``value_error`` (mean |V − V*_D|
     over dataset states, V*_D = ``supported_optimum``) and ``rmse_over_constant`` (the RMSE
-    over the best constant's, the standard deviation of V*_D); both inf when not finite.
+    over the best constant's, the standard deviation of V*_D; inf when V*_D is constant); both
+    inf when not finite.
     """
     beta_list = [float(b) for b in betas]
     betas = torch.as_tensor(beta_list, dtype=dtype)
@@ -265,7 +273,8 @@ def dual_value_learning(
     finite = torch.isfinite(V).all(-1)
     gap = (V - truth)[:, in_data]
     inf = torch.tensor(torch.inf, dtype=torch.float64)
-    rmse = gap.pow(2).mean(-1).sqrt() / truth[in_data].std()
+    spread = truth[in_data].std(unbiased=False)  # the best constant's RMSE
+    rmse = gap.pow(2).mean(-1).sqrt() / spread if spread > 0 else torch.full((B,), torch.inf)
     return pd.DataFrame(
         {
             "beta": beta_list,
@@ -322,7 +331,8 @@ def goal_value_learning(
     seed: int = 0,
 ) -> GoalValues:
     """A goal-conditioned value ``V(s, g)`` (an MLP of ``(s, g)`` scaled to [0, 1]) by expectile TD
-    on the walks with uniform random goals, as HIQL's value is trained; with ``option_steps = n``
+    on the walks with uniform random goals (HIQL mixes the current, future and random states as
+    goals; uniform goals suffice on a chain); with ``option_steps = n``
     the update is option-aware ("Option-aware Temporally Abstracted Value for Offline
     Goal-Conditioned Reinforcement Learning", OTA):
 
@@ -330,10 +340,13 @@ def goal_value_learning(
 
     one reward of −1 and one discount per *option* of n dataset steps, ``reached`` = the goal
     occurs among ``s_{t+1..t+n}``. ``n = 1`` is the one-step TD of HIQL's value. V̄ is the Polyak
-    average of V. The effective horizon shrinks from d(s, g) to about d / n steps.
+    average of V. With one discount per option, a value n dataset steps away is discounted once
+    instead of n times, so distant values crowd together less.
     """
     if not isinstance(option_steps, int) or option_steps < 1:
         raise ValueError(f"option_steps: expected a positive int, got {option_steps!r}")
+    if not isinstance(n_states, int) or n_states < 2:
+        raise ValueError(f"n_states: expected an int ≥ 2, got {n_states!r}")
     if walks.ndim != 2 or walks.shape[1] <= option_steps:
         raise ValueError(
             f"walks: expected [trajectories, length + 1] with length ≥ option_steps, got {tuple(walks.shape)}"
@@ -419,6 +432,9 @@ def intervention_episodes(
     robot with human interventions). Episodes are truncated after ``max_steps``."""
     if not 0.0 <= p_intervene <= 1.0:
         raise ValueError(f"p_intervene: expected a probability, got {p_intervene}")
+    for name, value in (("episodes", episodes), ("takeover", takeover), ("max_steps", max_steps)):
+        if not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name}: expected a positive int, got {value!r}")
     g = torch.Generator().manual_seed(seed)
     state = torch.multinomial(mdp.initial.expand(episodes, -1), 1, generator=g).squeeze(1)
     alive = ~mdp.terminal[state]
@@ -450,12 +466,9 @@ def fit_values(n_states: int, states: Tensor, targets, sweeps: int = 300) -> Ten
     """Tabular least squares by repeated sweeps: ``V[s] ← mean of targets(V)`` over the samples
     of ``s`` (``targets`` a tensor, or a function of the current ``V`` for bootstrapped targets);
     states without samples keep 0."""
-    count = torch.bincount(states, minlength=n_states).double()
     V = torch.zeros(n_states, dtype=torch.float64)
     for _ in range(sweeps if callable(targets) else 1):
-        y = targets(V) if callable(targets) else targets
-        total = torch.zeros(n_states, dtype=torch.float64).index_add_(0, states, y.double())
-        V = total / count.clamp(min=1)
+        V, _ = group_mean(states, targets(V) if callable(targets) else targets, n_states)
     return V
 
 
@@ -463,13 +476,15 @@ def chunk_td_values(
     mdp: TabularMDP, data: InterventionData, chunk: int, sweeps: int = 300
 ) -> Tensor:
     """``V^π`` from mixed data by chunk-level TD on the policy's own steps (the bootstrapping of
-    "ALOE: Action-Level Off-Policy Evaluation for VLA Post-Training", on state values):
+    "ALOE: Action-Level Off-Policy Evaluation for Vision-Language-Action Model Post-Training",
+    on state values):
 
         V(s_t) ← Σ_{k<m} γ^k r_{t+k} + γ^m (1 − terminated) V(s_{t+m}),  m ≤ H = ``chunk``
 
     for every step t the policy chose, the chunk cut short (m < H) where an expert takes over or
     the episode ends, so every reward in a target follows the evaluated policy. ``chunk = 1`` is
-    one-step TD. Uses ``rlnb.estimators.n_step_returns``."""
+    one-step TD. A state where the policy never acted keeps value 0, also where a chunk
+    bootstraps from it (at a takeover). Uses ``rlnb.estimators.n_step_returns``."""
     tr, own = data.transitions, ~data.intervened
     next_own = torch.cat([own[1:], own.new_ones(1)]) | tr.done
     cut = tr.truncated | ~next_own  # the chunk stops before an expert's step
@@ -513,7 +528,8 @@ def cql_training(
     seed: int = 0,
 ) -> tuple[pd.DataFrame, Tensor]:
     """Discrete CQL with an MLP Q-network on state ``features``, and the training-time signals of
-    "A Workflow for Offline Model-Free Robotic RL". The loss per minibatch of ``data`` is
+    "A Workflow for Offline Model-Free Robotic Reinforcement Learning". The loss per minibatch
+    of ``data`` is
 
         ½ (Q(s, a) − r − γ (1 − terminated) max_a' Q̄(s', a'))² + α (logsumexp_a Q(s, a) − Q(s, a))
 
@@ -524,6 +540,13 @@ def cql_training(
     policy from the initial distribution. Returns the history and the last ``Q [S, A]``."""
     if features.ndim != 2 or features.shape[0] != mdp.n_states:
         raise ValueError(f"features: expected [{mdp.n_states}, d], got {tuple(features.shape)}")
+    for name, value in (
+        ("steps", steps),
+        ("checkpoint_every", checkpoint_every),
+        ("target_every", target_every),
+    ):
+        if not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name}: expected a positive int, got {value!r}")
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)
     net = MLP(features.shape[1], mdp.n_actions, hidden)
@@ -537,12 +560,12 @@ def cql_training(
     for step in range(steps + 1):
         if step % target_every == 0:
             target.load_state_dict(net.state_dict())
-        if step % checkpoint_every == 0:
+        if step % checkpoint_every == 0 or step == steps:
             with torch.no_grad():
                 q_all = net(features.float()).double()
                 q_data = net(x)
                 td = q_data.gather(1, a[:, None]).squeeze(1) - (r + cont * target(x2).max(1).values)
-                greedy = torch.nn.functional.one_hot(q_all.argmax(1), mdp.n_actions).double()
+                greedy = epsilon_greedy(q_all, 0.0)
                 rows.append(
                     {
                         "step": step,

@@ -14,15 +14,15 @@ from rlnb.widgets.base import explorer
 SIDE = 8
 
 
-def offline_values(coverage: float, seed: int = 0, side: int = SIDE) -> dict[str, torch.Tensor]:
-    """The callback (pure): per-state values ``max_a Q(s, a)`` on a ``side × side`` gridworld
+def offline_values(coverage: float, seed: int = 0) -> dict[str, torch.Tensor]:
+    """The callback (pure): per-state values ``max_a Q(s, a)`` on a ``SIDE × SIDE`` gridworld
     (goal bottom right) from 10 episodes of ``(1 − coverage) · π* + coverage · uniform``:
     ``true`` (V*), ``FQI`` (one Q-table, dataset only), ``FQI + rollouts`` (one table, 2-step
     rollouts in the true dynamics), ``RAVL`` (10 tables, the same rollouts, min over tables) and
     ``CQL`` (α = 1, a one-hot table); and ``data`` (how often each state occurs in the data)."""
-    mdp = gridworld(side, side, slip=0.1, gamma=0.95)
+    mdp = gridworld(SIDE, SIDE, slip=0.1, gamma=0.95)
     v_star, pi = mdp.value_iteration()
-    data = behaviour_dataset(mdp, pi, coverage, 10, 4 * side, seed=seed)
+    data = behaviour_dataset(mdp, pi, coverage, 10, 4 * SIDE, seed=seed)
     best = {
         "FQI": rollout_fqi(
             mdp, data, n_heads=1, rollout_length=0, iterations=1, sweeps=100, seed=seed
