@@ -60,7 +60,7 @@ def chi2_dual_loss(diff: Tensor, beta, weight: float = 0.5) -> Tensor:
     statistic of the target that tends to its in-sample maximum as β → 0 for λ > ½.
 
     >>> chi2_dual_loss(torch.tensor([0.0, 2.0, -3.0]), 1.0)
-    tensor([ 0.0000,  0.5000,  1.0000])
+    tensor([0.0000, 0.5000, 1.0000])
     """
     _check_weight("weight", weight, 0.0, 1.0)
     _check_beta(beta)
