@@ -307,7 +307,12 @@ def edge_of_reach_with_terminal(states, next_states, terminal):
     return solutions.edge_of_reach(states, next_states, torch.zeros_like(terminal))
 
 
+def return_to_go_across_episodes(rewards, terminated, truncated, gamma):
+    return solutions.return_to_go(rewards, terminated & False, truncated & False, gamma)
+
+
 WRONG = [
+    ("return_to_go", "two episodes", return_to_go_across_episodes),
     ("edge_of_reach", "a terminal next state", edge_of_reach_with_terminal),
     ("td0_update", "a terminal step", td0_bootstraps_terminal),
     ("n_step_return", "no episode end", n_step_one_too_many),

@@ -390,3 +390,24 @@ def test_offline_explorer_builds_and_redraws():
     slider = box.children[1].children[0]
     assert slider.description == "coverage"
     slider.value = 0.5  # redraws; must not raise
+
+
+@pytest.mark.parametrize("kinds", [1, 2, 3])
+def test_stitching_returns_on_a_grid(kinds):
+    from rlnb.widgets import stitching_returns
+
+    out = stitching_returns(kinds, steps=200)
+    assert set(out["returns"]) == {"FQI", "RCSL", "MBRCSL"}
+    assert all(0 <= v <= out["optimum"] + 1e-9 for v in out["returns"].values())
+    assert out["visits"].shape == (5, 5) and out["visits"][0, 0] > 0
+    if kinds < 3:  # the goal is not in the data: nothing can return more than the decoy
+        assert max(out["returns"].values()) <= 0.5 * 0.95**3 + 1e-9
+
+
+def test_stitching_explorer_builds_and_redraws():
+    from rlnb.widgets import stitching_explorer
+
+    box = stitching_explorer(kinds=1)
+    slider = box.children[1].children[0]
+    assert slider.description == "kinds"
+    slider.value = 2  # redraws; must not raise

@@ -254,6 +254,30 @@ def chain(
     return TabularMDP(P, R, gamma, initial, terminal)
 
 
+def reward_chain(n_states: int = 16, gamma: float = 0.9, seed: int = 0) -> TabularMDP:
+    """A corridor where action 1 moves right and pays that step's own reward ``r(s) ~ U(0, 1)``
+    (drawn with ``seed``), and action 0 stays put and pays 0; the rightmost state is terminal.
+    Waiting only discounts, so always moving right is optimal, while
+    ``Q*(s, right) = r(s) + γ V*(s + 1)`` is as irregular in ``s`` as the rewards: the kind of
+    example of "Free from Bellman Completeness" (MBRCSL), where a simple policy has a value no
+    small network represents. Episodes start uniformly over the non-terminal states."""
+    if not isinstance(n_states, int) or n_states < 2:
+        raise ValueError(f"n_states: expected an int >= 2, got {n_states!r}")
+    S = n_states
+    r = torch.rand(S, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    P = torch.zeros(S, 2, S, dtype=torch.float64)
+    R = torch.zeros(S, 2, S, dtype=torch.float64)
+    for s in range(S - 1):
+        P[s, 0, s] = 1.0
+        P[s, 1, s + 1] = 1.0
+        R[s, 1, s + 1] = r[s]
+    P[S - 1, :, S - 1] = 1.0
+    terminal = torch.zeros(S, dtype=torch.bool)
+    terminal[S - 1] = True
+    initial = (~terminal).to(torch.float64) / (S - 1)
+    return TabularMDP(P, R, gamma, initial, terminal)
+
+
 def random_walk(n_states: int = 5) -> TabularMDP:
     """Sutton & Barto's random walk (Example 6.2 with 5 states, §7.1 with 19).
 

@@ -21,6 +21,7 @@ from rlnb.estimators import (
     beta_tracker_update,
     broadcast_to_tokens,
     categorical_projection,
+    discounted_returns,
     gae,
     grpo,
     hl_gauss,
@@ -799,4 +800,36 @@ def cases_edge_of_reach(gen) -> list[Case]:
         Case("a few transitions", "mark next states that never occur as a state a transition starts from", dict(states=states, next_states=torch.randint(0, S - 1, (20,), generator=gen), terminal=terminal)),
         Case("a terminal next state", "a terminal state is never at the edge: its value is 0 by definition, not learned", dict(states=states, next_states=torch.full((20,), S - 1), terminal=terminal)),
         Case("every next state also starts one", "a state that some transition starts from is trained: not at the edge (here: none is)", dict(states=states, next_states=states.flip(0), terminal=terminal)),
+    ]  # fmt: skip
+
+
+# --- 07c · stitching without Bellman completeness ----------------------------------------------------
+@exercise(
+    "07c",
+    lambda rewards, terminated, truncated, gamma: discounted_returns(
+        rewards, torch.zeros_like(rewards), terminated, truncated, gamma
+    ),
+    (
+        "RCSL's label for a step is the discounted sum of the rewards from that step to the end of "
+        "its own episode, g_t = r_t + γ g_{t+1}.",
+        "Walk backwards with G = 0; at a step where terminated[t] or truncated[t], start over "
+        "(G = 0) before adding r_t: nothing after an episode's end belongs to it.",
+    ),
+)
+def cases_return_to_go(gen) -> list[Case]:
+    def flags(n, ends, trunc=()):
+        term = torch.zeros(n, dtype=torch.bool)
+        tr = torch.zeros(n, dtype=torch.bool)
+        term[list(ends)] = True
+        tr[list(trunc)] = True
+        return term, tr
+
+    r = torch.rand(7, generator=gen, dtype=torch.float64)
+    one = flags(7, [6])
+    two = flags(7, [2, 6])
+    cut = flags(7, [6], trunc=[3])
+    return [
+        Case("one episode", "g_t = r_t + γ g_{t+1}, summed from the end backwards", dict(rewards=r, terminated=one[0], truncated=one[1], gamma=0.9)),
+        Case("two episodes", "an episode's return stops at its own end: restart the sum at every terminated step", dict(rewards=r, terminated=two[0], truncated=two[1], gamma=0.9)),
+        Case("a truncated end", "a truncated step ends its episode too: restart the sum there, and add nothing after it", dict(rewards=r, terminated=cut[0], truncated=cut[1], gamma=0.8)),
     ]  # fmt: skip

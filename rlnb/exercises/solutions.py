@@ -354,3 +354,17 @@ def edge_of_reach(states, next_states, terminal):
         if s2 not in starts and not terminal[s2]:
             edge[s2] = True
     return edge
+
+
+# --- 07c · stitching without Bellman completeness ----------------------------------------------------
+def return_to_go(rewards, terminated, truncated, gamma):
+    """Each step's discounted return to the end of its own episode: walk backwards, restart the
+    sum at every episode end (``terminated`` or ``truncated``; nothing is added after either)."""
+    out = torch.zeros_like(rewards)
+    G = 0.0
+    for t in reversed(range(len(rewards))):
+        if terminated[t] or truncated[t]:
+            G = 0.0
+        G = rewards[t] + gamma * G
+        out[t] = G
+    return out

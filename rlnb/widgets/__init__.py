@@ -24,6 +24,7 @@ from rlnb.widgets.offline import offline_explorer, offline_values
 from rlnb.widgets.planning import mdvi_curves, mdvi_explorer
 from rlnb.widgets.reasoner import passk_explorer, passk_table
 from rlnb.widgets.soup import path_loss, soup_path_explorer
+from rlnb.widgets.stitching import stitching_explorer, stitching_returns
 from rlnb.widgets.tour import tour_estimates, tour_explorer
 from rlnb.widgets.tree import plot_tree, tree_explorer, tree_layout
 from rlnb.widgets.value_losses import hl_gauss_explorer, target_distributions
@@ -61,6 +62,8 @@ __all__ = [
     "passk_table",
     "path_loss",
     "soup_path_explorer",
+    "stitching_explorer",
+    "stitching_returns",
     "hl_gauss_explorer",
     "target_distributions",
     "tour_estimates",
