@@ -91,6 +91,15 @@ def fitted_q_sweep(mdp: TabularMDP, data: Transitions, Q: Tensor, next_value: Te
     return torch.where((count > 0).view(S, A), mean.view(S, A), Q)
 
 
+def tabular_fqi(mdp: TabularMDP, data: Transitions, sweeps: int = 200) -> Tensor:
+    """``Q [S, A]`` after ``sweeps`` fitted-Q sweeps on ``data`` from zeros (``fitted_q_sweep``
+    with the greedy target ``max_a' Q(s', a')``); pairs the data never holds stay at 0."""
+    Q = torch.zeros(mdp.n_states, mdp.n_actions, dtype=torch.float64)
+    for _ in range(sweeps):
+        Q = fitted_q_sweep(mdp, data, Q, Q.max(-1).values)
+    return Q
+
+
 class RolloutFQI(NamedTuple):
     """``Q``: the heads ``[N, S, A]``; ``pessimistic``: ``min_i Q_i`` ``[S, A]``; ``edge``: states
     that occur as a next state but never as a start of a training transition ``[S]`` bool;

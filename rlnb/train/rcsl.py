@@ -30,6 +30,7 @@ from rlnb.envs.tabular import TabularMDP, Transitions, gridworld, reward_chain
 from rlnb.estimators import discounted_returns
 from rlnb.models.value import MLP
 from rlnb.train.fqi import fitted_q_iteration
+from rlnb.train.offline import epsilon_greedy
 
 
 # --- the data --------------------------------------------------------------------------------------
@@ -416,7 +417,7 @@ def width_experiment(
         )  # fmt: skip
         with torch.no_grad():
             q = net.value(x.float()).double()
-        greedy = torch.nn.functional.one_hot(q.argmax(-1), 2).double()
+        greedy = epsilon_greedy(q, 0.0)
         rows.append({
             "n_states": n, "method": "FQI",
             "q_rmse": ((q - q_star)[live].pow(2).mean().sqrt() / q_star[live].std()).item(),
@@ -431,7 +432,7 @@ def width_experiment(
         with torch.no_grad():
             states = torch.nonzero(live).squeeze(1)
             logits = policy(states[:, None], v_star[states][:, None].float())
-        acting = torch.nn.functional.one_hot(logits.argmax(-1), 2).double()
+        acting = epsilon_greedy(logits.double(), 0.0)
         full = pi_star.clone()
         full[states] = acting
         rows.append({

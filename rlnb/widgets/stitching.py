@@ -7,7 +7,7 @@ import ipywidgets as W
 import matplotlib.pyplot as plt
 import torch
 
-from rlnb.train.offline import fitted_q_sweep
+from rlnb.train.offline import epsilon_greedy, tabular_fqi
 from rlnb.train.rcsl import (
     KINDS,
     mbrcsl_dataset,
@@ -26,10 +26,7 @@ def stitching_returns(kinds: int, seed: int = 0, steps: int = 600) -> dict:
     the optimum, and the data's visits per cell ``[5, 5]``."""
     mdp, data = stitching_dataset(5, episodes=30, seed=seed, kinds=kinds)
     start = int(mdp.initial.argmax())
-    Q = torch.zeros(mdp.n_states, mdp.n_actions, dtype=torch.float64)
-    for _ in range(100):
-        Q = fitted_q_sweep(mdp, data, Q, Q.max(-1).values)
-    greedy = torch.nn.functional.one_hot(Q.argmax(-1), 4).double()
+    greedy = epsilon_greedy(tabular_fqi(mdp, data), 0.0)
     rows = rcsl_inputs(data, mdp.gamma)
     rcsl, _ = train_rcsl(rows, 25, 4, "mlp", steps=steps, seed=seed)
     synthetic, _ = mbrcsl_dataset(data, (25, 4), start, mdp.gamma, rollouts=1000, seed=seed)
