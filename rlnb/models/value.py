@@ -106,6 +106,15 @@ class ValueNetwork(nn.Module):
         return categorical_loss(out, self.target_distribution(targets.detach()))
 
 
+@torch.no_grad()
+def polyak_update(target: nn.Module, online: nn.Module, tau: float) -> None:
+    """``θ̄ ← (1 − τ) θ̄ + τ θ`` in place, parameter by parameter (``tau = 1`` copies)."""
+    if not 0.0 < tau <= 1.0:
+        raise ValueError(f"tau: expected in (0, 1], got {tau}")
+    for p_target, p in zip(target.parameters(), online.parameters(), strict=True):
+        p_target.lerp_(p, tau)
+
+
 def categorical_loss(logits: Tensor, target_probs: Tensor) -> Tensor:
     """Mean cross-entropy ``−Σ_k p_k log softmax(logits)_k`` over all leading axes."""
     return -(target_probs * torch.log_softmax(logits.float(), -1)).sum(-1).mean()

@@ -35,7 +35,7 @@ import torch
 from rlnb.device import pick_device, seed_everything
 from rlnb.envs.vector import discrete_vector_env
 from rlnb.estimators.returns import discounted_returns
-from rlnb.models.value import ValueNetwork, bellman_target, categorical_loss
+from rlnb.models.value import ValueNetwork, bellman_target, categorical_loss, polyak_update
 from rlnb.progress import progress_bar
 
 LOSSES = ("td", "dqnreg", "dqnclipped")
@@ -232,9 +232,7 @@ def train(config: DQNConfig | None = None, progress: bool = True):
             losses.append(loss.detach())
             updates += 1
             if cfg.tau < 1.0:
-                with torch.no_grad():
-                    for p_t, p in zip(target.parameters(), qnet.parameters()):
-                        p_t.lerp_(p, cfg.tau)
+                polyak_update(target, qnet, cfg.tau)
             elif updates % cfg.target_every == 0:
                 target.load_state_dict(qnet.state_dict())
 

@@ -29,7 +29,7 @@ from torch import Tensor
 from rlnb.envs.tabular import TabularMDP, Transitions
 from rlnb.estimators import discounted_returns, n_step_returns
 from rlnb.estimators.offline import cql_penalty, dual_value_loss, expectile_loss
-from rlnb.models.value import MLP
+from rlnb.models.value import MLP, polyak_update
 
 
 def epsilon_greedy(Q: Tensor, epsilon: float) -> Tensor:
@@ -386,9 +386,7 @@ def goal_value_learning(
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        with torch.no_grad():
-            for p, q in zip(net.parameters(), target.parameters()):
-                q.lerp_(p, polyak)
+        polyak_update(target, net, polyak)
         if step % 100 == 0:
             rows.append({"step": step, "loss": loss.item()})
     grid = torch.arange(n_states)
