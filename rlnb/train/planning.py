@@ -6,6 +6,8 @@ randomness is (the generative model's samples). Notation: ``r(s, a) = Σ_s' P R`
 Σ_s' P(s'|s, a) V(s')``, terminal states have value 0.
 
 - ``soft_value_iteration``: ``Q ← r + γ P (τ log Σ_a exp(Q/τ))``, the entropy-regularized optimum.
+- ``soft_policy_iteration``: exact soft evaluation of ``π`` and the improvement ``π ← softmax(Q^π/τ)``,
+  the tabular form of soft policy iteration in "Soft Actor-Critic"; it reaches soft VI's fixed point.
 - ``mdvi``: MDVI from "KL-Entropy-Regularized RL with a Generative Model is Minimax Optimal",
   with a fresh sample of next states per iteration; plain (sampled) VI and soft VI are its
   special cases.
@@ -61,6 +63,38 @@ def soft_value_iteration(
             break
     policy = greedy(Q) if tau == 0 else torch.softmax(Q / tau, dim=-1)
     return Q, V, policy
+
+
+def soft_policy_evaluation(mdp: TabularMDP, policy: Tensor, tau: float) -> Tensor:
+    """The soft ``Q^π`` of a policy, exactly: ``Q(s, a) = r(s, a) + γ Σ_s' P(s'|s, a) V(s')`` with
+    ``V(s) = Σ_a π(a|s) (Q(s, a) − τ log π(a|s))``; ``V`` is the ordinary value of ``π`` for the
+    reward ``r(s, a) − τ log π(a|s)``, found by one linear solve (``TabularMDP.evaluate``)."""
+    if tau < 0:
+        raise ValueError(f"tau: expected ≥ 0, got {tau}")
+    policy = torch.as_tensor(policy, dtype=torch.float64)
+    log_pi = torch.where(policy > 0, policy.clamp_min(1e-300).log(), 0.0)  # 0·log 0 = 0
+    bonus = TabularMDP(
+        mdp.P, mdp.R - tau * log_pi[:, :, None], mdp.gamma, mdp.initial, mdp.terminal
+    )
+    V = bonus.evaluate(policy).V
+    return expected_rewards(mdp) + mdp.gamma * (mdp.P @ V) * (~mdp.terminal)[:, None]
+
+
+def soft_policy_iteration(
+    mdp: TabularMDP, tau: float, iterations: int = 50
+) -> tuple[Tensor, Tensor]:
+    """Soft policy iteration from the uniform policy: ``Q_k = Q^{π_k}`` (``soft_policy_evaluation``),
+    ``π_{k+1} = softmax(Q_k/τ)``. Returns ``(Qs [K, S, A], π)``, every ``Q_k`` up to the first that
+    no longer changes (``‖Q_k − Q_{k−1}‖∞ < 1e-12``) or ``iterations``."""
+    if not tau > 0 or iterations < 1:
+        raise ValueError(f"tau, iterations: expected > 0 and ≥ 1, got {tau}, {iterations}")
+    policy, Qs = mdp.uniform_policy(), []
+    for _ in range(iterations):
+        Qs.append(soft_policy_evaluation(mdp, policy, tau))
+        policy = torch.softmax(Qs[-1] / tau, dim=-1)
+        if len(Qs) > 1 and (Qs[-1] - Qs[-2]).abs().max() < 1e-12:
+            break
+    return torch.stack(Qs), policy
 
 
 class PlanningRun(NamedTuple):
