@@ -311,7 +311,15 @@ def return_to_go_across_episodes(rewards, terminated, truncated, gamma):
     return solutions.return_to_go(rewards, terminated & False, truncated & False, gamma)
 
 
+def soft_target_truncation_as_termination(
+    reward, next_q, next_log_prob, terminated, truncated, gamma, alpha
+):
+    live = ~(terminated | truncated)
+    return reward + gamma * live * (next_q.min(0).values - alpha * next_log_prob)
+
+
 WRONG = [
+    ("soft_q_target", "truncated steps", soft_target_truncation_as_termination),
     ("return_to_go", "two episodes", return_to_go_across_episodes),
     ("edge_of_reach", "a terminal next state", edge_of_reach_with_terminal),
     ("td0_update", "a terminal step", td0_bootstraps_terminal),

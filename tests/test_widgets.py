@@ -1,4 +1,5 @@
 import itertools
+import math
 
 import ipywidgets as W
 import numpy as np
@@ -411,3 +412,28 @@ def test_stitching_explorer_builds_and_redraws():
     slider = box.children[1].children[0]
     assert slider.description == "kinds"
     slider.value = 2  # redraws; must not raise
+
+
+@pytest.mark.parametrize("alpha", [0.001, 0.1, 10.0])
+def test_soft_values_on_a_grid(alpha):
+    from rlnb.widgets import soft_values
+
+    out = soft_values(alpha)
+    assert out["V_soft"].shape == (4, 8) and out["entropy"].shape == (4, 8)
+    assert (out["entropy"] >= 0).all() and (out["entropy"] <= math.log(4) + 1e-9).all()
+    # the soft value adds a non-negative entropy bonus to the policy's own return
+    assert out["policy_return"] - 1e-9 <= out["soft_value"]
+    assert out["policy_return"] <= out["optimal_return"] + 1e-9
+    if alpha == 0.001:
+        assert out["policy_return"] > out["optimal_return"] - 0.05
+    with pytest.raises(ValueError, match="alpha"):
+        soft_values(0.0)
+
+
+def test_soft_explorer_builds_and_redraws():
+    from rlnb.widgets import soft_explorer
+
+    box = soft_explorer(log10_alpha=-2.0)
+    slider = box.children[1].children[0]
+    assert slider.description == "log10 α" and slider.value < slider.max
+    slider.value = 0.5  # redraws; must not raise

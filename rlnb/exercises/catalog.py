@@ -35,6 +35,7 @@ from rlnb.estimators import (
     two_hot,
     vtrace,
 )
+from rlnb.estimators.soft import soft_q_target as _soft_q_target
 from rlnb.exercises import solutions
 from rlnb.exercises.grader import Case, Exercise, register_exercise
 from rlnb.metrics import auc
@@ -832,4 +833,32 @@ def cases_return_to_go(gen) -> list[Case]:
         Case("one episode", "g_t = r_t + γ g_{t+1}, summed from the end backwards", dict(rewards=r, terminated=one[0], truncated=one[1], gamma=0.9)),
         Case("two episodes", "an episode's return stops at its own end: restart the sum at every terminated step", dict(rewards=r, terminated=two[0], truncated=two[1], gamma=0.9)),
         Case("a truncated end", "a truncated step ends its episode too: restart the sum there, and add nothing after it", dict(rewards=r, terminated=cut[0], truncated=cut[1], gamma=0.8)),
+    ]  # fmt: skip
+
+
+# --- 06 · the soft target of SAC ------------------------------------------------------------------
+@exercise(
+    "06",
+    lambda reward, next_q, next_log_prob, terminated, truncated, gamma, alpha: _soft_q_target(
+        reward, next_q.min(0).values, next_log_prob, terminated, gamma, alpha
+    ),
+    (
+        "SAC's target is y = r + γ (1 − terminated) (min_i Q̄_i(s', a') − α log π(a'|s')): the "
+        "smaller of the twin critics, and the entropy bonus −α log π of the next action.",
+        "Only terminated stops the bootstrap. A truncated step (a time limit) still has a future: "
+        "its target bootstraps like any other step.",
+    ),
+)
+def cases_soft_q_target(gen) -> list[Case]:
+    B = 6
+    reward = torch.randn(B, generator=gen)
+    next_q = torch.randn(2, B, generator=gen) * 3
+    log_prob = torch.randn(B, generator=gen)
+    no = torch.zeros(B, dtype=torch.bool)
+    ends = no.clone()
+    ends[[1, 4]] = True
+    return [
+        Case("no episode ends", "bootstrap from the smaller critic, minus α log π of the next action", dict(reward=reward, next_q=next_q, next_log_prob=log_prob, terminated=no, truncated=no, gamma=0.9, alpha=0.2)),
+        Case("terminal steps", "after a terminal step nothing follows: y = r there", dict(reward=reward, next_q=next_q, next_log_prob=log_prob, terminated=ends, truncated=no, gamma=0.9, alpha=0.2)),
+        Case("truncated steps", "a time-limit truncation is not terminal: bootstrap as usual there", dict(reward=reward, next_q=next_q, next_log_prob=log_prob, terminated=no, truncated=ends, gamma=0.9, alpha=0.2)),
     ]  # fmt: skip

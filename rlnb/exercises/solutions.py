@@ -368,3 +368,16 @@ def return_to_go(rewards, terminated, truncated, gamma):
         G = rewards[t] + gamma * G
         out[t] = G
     return out
+
+
+# --- 06 · the soft target of SAC ------------------------------------------------------------------
+def soft_q_target(reward, next_q, next_log_prob, terminated, truncated, gamma, alpha):
+    """One row at a time: the smaller twin critic minus α log π(a'|s'), discounted, unless the
+    step is terminal; a truncated step bootstraps (its episode was cut, not ended)."""
+    y = torch.zeros_like(reward)
+    for i in range(len(reward)):
+        future = 0.0
+        if not terminated[i]:
+            future = min(next_q[0, i], next_q[1, i]) - alpha * next_log_prob[i]
+        y[i] = reward[i] + gamma * future
+    return y

@@ -23,6 +23,7 @@ from rlnb.widgets.lambda_return import (
 from rlnb.widgets.offline import offline_explorer, offline_values
 from rlnb.widgets.planning import mdvi_curves, mdvi_explorer
 from rlnb.widgets.reasoner import passk_explorer, passk_table
+from rlnb.widgets.soft import soft_explorer, soft_values
 from rlnb.widgets.soup import path_loss, soup_path_explorer
 from rlnb.widgets.stitching import stitching_explorer, stitching_returns
 from rlnb.widgets.tour import tour_estimates, tour_explorer
@@ -61,6 +62,8 @@ __all__ = [
     "passk_explorer",
     "passk_table",
     "path_loss",
+    "soft_explorer",
+    "soft_values",
     "soup_path_explorer",
     "stitching_explorer",
     "stitching_returns",
