@@ -370,8 +370,9 @@ def gaussian_critic_fit(
 
     The reward is ``scale · N(1, 0.5²)`` and the next state's return distribution (the target
     critic, held fixed) is ``scale · N(2, 2²)``; so ``Q* = scale (1 + 2γ)``. Each step draws
-    ``batch_size`` rewards ``r`` and target samples ``Z̄``, forms ``y_z = r + γ Z̄`` and ``y_q = r +
-    γ · 2 scale`` (the expected value of ``Z̄``), and steps ``(Q, ρ)``, ``σ = softplus(ρ)``, on
+    ``batch_size`` rewards and forms the targets as the training loop does (``gaussian_targets``:
+    ``y_z = r + γ Z̄`` with ``Z̄`` drawn, and ``y_q = r + γ · 2 scale`` for the mean when
+    ``expected_value``; no entropy term), then steps ``(Q, ρ)``, ``σ = softplus(ρ)``, on
     ``gaussian_critic_loss`` (``Q = 0``, ``ρ = 0`` at the start). Returns one row per step:
     ``step``, ``q``, ``std``, ``error = |Q − Q*| / Q*``.
     """
@@ -380,19 +381,24 @@ def gaussian_critic_fit(
             f"scale, steps, lr, batch_size: expected > 0, got {scale}, {steps}, {lr}, {batch_size}"
         )
     gen = torch.Generator().manual_seed(seed)
+    cfg = SACConfig(gamma=gamma, distributional=True, expected_value=expected_value, adjust=adjust)
     q = torch.zeros(1, requires_grad=True)
     rho = torch.zeros(1, requires_grad=True)
     opt = torch.optim.SGD([q, rho], lr=lr)
+    next_mean = next_std = torch.full((1, batch_size), 2.0 * scale)  # the target critic
+    zero = torch.zeros(batch_size)
     q_star, mean_std, rows = scale * (1 + 2 * gamma), None, []
     for step in range(steps):
         reward = scale * (1 + 0.5 * torch.randn(batch_size, generator=gen))
-        z = scale * (2 + 2 * torch.randn(batch_size, generator=gen).clamp(-3, 3))
-        y_z, y_q = reward + gamma * z, reward + gamma * 2 * scale
+        noise = torch.randn(batch_size, generator=gen)
+        target_mean, y_z = gaussian_targets(
+            cfg, next_mean, next_std, noise, reward, zero, zero, 0.0
+        )
         std = torch.nn.functional.softplus(rho)
-        mean_std = std.detach() if mean_std is None else mean_std.lerp(std.detach(), 0.005)
+        mean_std = std.detach() if mean_std is None else mean_std.lerp(std.detach(), cfg.tau)
         loss = gaussian_critic_loss(
-            q.expand(batch_size), std.expand(batch_size), y_q if expected_value else y_z, y_z,
-            mean_std if adjust else None,
+            q.expand(batch_size), std.expand(batch_size), target_mean, y_z,
+            mean_std if adjust else None, bound=cfg.bound,
         )  # fmt: skip
         opt.zero_grad()
         loss.backward()
