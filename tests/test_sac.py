@@ -207,13 +207,14 @@ class ConstantReward(gym.Env):
 gym.register("rlnb-test/ConstantReward-v0", ConstantReward, max_episode_steps=5)
 
 
-def test_truncated_steps_bootstrap():
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_truncated_steps_bootstrap(seed):
     """Every episode is cut after 5 steps and never ends: Q must reach 1/(1−γ) = 5. Treating the
     cut as termination would give 1/(1 − γ·4/5) ≈ 2.8."""
     cfg = SACConfig(
         env_id="rlnb-test/ConstantReward-v0", total_steps=1_500, learning_starts=100, batch_size=64,
         hidden=(16, 16), gamma=0.8, tau=0.1, q_lr=1e-2, alpha=1e-4, autotune=False,
-        eval_every=1_500, eval_episodes=1, buffer_size=2_000,
+        eval_every=1_500, eval_episodes=1, buffer_size=2_000, seed=seed,
     )  # fmt: skip
     history, agent = train(cfg, progress=False)
     assert agent.buffer["terminated"][: agent.size].sum() == 0

@@ -97,9 +97,9 @@ def gaussian_critic_loss(
     delta_z = target_sample.detach() - q
     weight = 1.0
     if mean_std is not None:
-        limit = bound * torch.as_tensor(mean_std, dtype=q.dtype).detach()
-        delta_z = delta_z.clamp(-limit, limit)
-        weight = torch.as_tensor(mean_std, dtype=q.dtype).square() + eps
+        sigma_bar = torch.as_tensor(mean_std, dtype=q.dtype, device=q.device).detach()
+        delta_z = delta_z.clamp(-bound * sigma_bar, bound * sigma_bar)
+        weight = sigma_bar.square() + eps
     grad_mean = -(target_mean.detach() - q) / (s.square() + eps)
     grad_std = -(delta_z.square() - s.square()) / (s.pow(3) + eps)
     return weight * (grad_mean * mean + grad_std * std).mean()

@@ -50,6 +50,7 @@ import torch
 
 from rlnb.device import pick_device, seed_everything
 from rlnb.envs.vector import box_vector_env
+from rlnb.estimators.returns import discounted_returns
 from rlnb.estimators.soft import (
     gaussian_critic_loss,
     soft_actor_loss,
@@ -177,14 +178,13 @@ def critic_loss(cfg: SACConfig, agent: SACAgent, batch, alpha, mean_std):
 def soft_returns(
     rewards: np.ndarray, log_probs: np.ndarray, gamma: float, alpha: float
 ) -> np.ndarray:
-    """``G_t = r_t + γ (−α log π_{t+1} + G_{t+1})`` backwards over ``[T, ...]``, 0 after the end."""
-    out = np.zeros_like(rewards)
-    g = np.zeros_like(rewards[0])
-    for t in range(len(rewards) - 1, -1, -1):
-        bonus = -alpha * log_probs[t + 1] if t + 1 < len(rewards) else 0.0
-        g = rewards[t] + gamma * (bonus + g)
-        out[t] = g
-    return out
+    """``G_t = Σ_k γ^k r_{t+k} − α Σ_{k≥1} γ^k log π_{t+k}`` over ``[T, ...]`` (0 after the end):
+    the discounted return (``rlnb.estimators.discounted_returns``) of ``r_t − γ α log π_{t+1}``."""
+    r = torch.as_tensor(rewards, dtype=torch.float64)
+    shaped = r.clone()
+    shaped[:-1] -= gamma * alpha * torch.as_tensor(log_probs[1:], dtype=torch.float64)
+    no = torch.zeros_like(r, dtype=torch.bool)
+    return discounted_returns(shaped, torch.zeros_like(r), no, no, gamma, time_dim=0).numpy()
 
 
 @torch.no_grad()
