@@ -207,9 +207,10 @@ def evaluate(cfg: SACConfig, agent: SACAgent, device, seed: int) -> dict:
             a = action if stochastic else mean_action
             obs, r, term, trunc, _ = envs.step(a.cpu().numpy())
             rewards.append(r * alive * cfg.reward_scale)
-            log_probs.append(log_prob.cpu().numpy() * alive)
-            qs.append(critic_value(agent.critic, o, a).cpu().numpy())
             lives.append(alive.copy())
+            if stochastic:  # only these rollouts are compared with the critic
+                log_probs.append(log_prob.cpu().numpy() * alive)
+                qs.append(critic_value(agent.critic, o, a).cpu().numpy())
             alive &= ~(term | trunc)
         envs.close()
         rewards, live = np.array(rewards), np.array(lives)
