@@ -1,6 +1,9 @@
 """Scores of a predictor of a binary outcome: AUC, expected calibration error with its
 reliability-diagram bins, and the Brier score. Inputs are array-likes (lists, NumPy arrays, CPU
 tensors) of equal length: ``scores`` or probabilities ``p`` and 0/1 ``labels``.
+
+Distances between distributions: ``mmd`` between two sets of samples, ``total_variation`` between
+two probability vectors.
 """
 
 from __future__ import annotations
@@ -86,3 +89,41 @@ def brier_score(p, labels) -> float:
     predicting 0.5 scores 0.25)."""
     p, y = _check(p, labels, "p", probabilities=True)
     return float(np.mean((p - y) ** 2))
+
+
+def mmd(x, y, bandwidth: float = 0.5) -> float:
+    """The squared maximum mean discrepancy between the sample sets ``x [n, d]`` and ``y [m, d]``
+    under the Gaussian kernel ``k(a, b) = exp(−‖a − b‖² / (2 h²))``, ``h = bandwidth``: the
+    unbiased estimate ``mean_{i≠j} k(x_i, x_j) + mean_{i≠j} k(y_i, y_j) − 2 mean k(x_i, y_j)``
+    ("A Kernel Two-Sample Test", Gretton et al.). Zero in expectation when both come from one
+    distribution, so an estimate can be slightly negative. float64 throughout."""
+    a = np.asarray(x, dtype=np.float64)
+    b = np.asarray(y, dtype=np.float64)
+    a, b = (v.reshape(len(v), -1) for v in (a, b))
+    if len(a) < 2 or len(b) < 2 or a.shape[1] != b.shape[1]:
+        raise ValueError(
+            f"x, y: expected two sets of at least 2 points of one dimension, got shapes "
+            f"{a.shape} and {b.shape}"
+        )
+    if not bandwidth > 0:
+        raise ValueError(f"bandwidth: expected > 0, got {bandwidth}")
+
+    def mean_kernel(u: np.ndarray, v: np.ndarray, same: bool) -> float:
+        sq = (u**2).sum(1)[:, None] + (v**2).sum(1)[None, :] - 2 * u @ v.T
+        k = np.exp(-np.maximum(sq, 0.0) / (2 * bandwidth**2))
+        if same:
+            return float((k.sum() - np.trace(k)) / (len(u) * (len(u) - 1)))
+        return float(k.mean())
+
+    return mean_kernel(a, a, True) + mean_kernel(b, b, True) - 2 * mean_kernel(a, b, False)
+
+
+def total_variation(p, q) -> float:
+    """``½ Σ_i |p_i − q_i|`` between two probability vectors of the same length."""
+    a = np.asarray(p, dtype=np.float64).reshape(-1)
+    b = np.asarray(q, dtype=np.float64).reshape(-1)
+    if a.size == 0 or a.size != b.size:
+        raise ValueError(
+            f"p, q: expected two non-empty vectors of one length, got {a.size} and {b.size}"
+        )
+    return float(0.5 * np.abs(a - b).sum())

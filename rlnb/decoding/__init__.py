@@ -1,6 +1,14 @@
 """Decoding: batched KV-cache sampling, sequence log-probs, pass@k, voting and best-of-N, tree
-rollouts that share prefixes and Monte Carlo prefix values."""
+rollouts that share prefixes and Monte Carlo prefix values; sampling a diffusion model toward a
+reward (``rlnb.decoding.diffusion``: SVDD, a Doob h-transform correction, best-of-N)."""
 
+from rlnb.decoding.diffusion import (
+    DiffusionSamples,
+    ancestral_sample,
+    best_of_n_samples,
+    doob_guided,
+    svdd,
+)
 from rlnb.decoding.sampling import Samples, completion_logprobs, sample, sequence_logprobs
 from rlnb.decoding.selection import (
     best_of_n,
@@ -12,6 +20,11 @@ from rlnb.decoding.selection import (
 from rlnb.decoding.tree import Tree, mc_prefix_values, prefix_values, sample_tree
 
 __all__ = [
+    "DiffusionSamples",
+    "ancestral_sample",
+    "best_of_n_samples",
+    "doob_guided",
+    "svdd",
     "Samples",
     "completion_logprobs",
     "sample",

@@ -12,12 +12,34 @@ terminal: its target bootstraps).
   Applications").
 - ``gaussian_critic_loss``: the critic loss of "Distributional Soft Actor-Critic with Three
   Refinements" (DSAC-T) for a return distribution ``Z(s, a) ~ N(Q, σ²)``.
+- ``soft_value``: the Monte Carlo soft value ``α log mean_k exp(r_k/α)`` of sampled outcomes, the
+  value that steers a diffusion model in "Derivative-Free Guidance in Continuous and Discrete
+  Diffusion Models with Soft Value-Based Decoding" (SVDD).
 """
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor
+
+
+def soft_value(rewards: Tensor, alpha: float, dim: int = -1) -> Tensor:
+    """``v = α log (1/K) Σ_k exp(r_k / α)`` over ``dim`` (K outcomes ``r_k`` sampled from one
+    state): the Monte Carlo estimate of the soft value ``α log E[exp(r/α)]``, computed with
+    ``logsumexp`` so that a small ``α`` does not overflow. It lies between the mean (α → ∞) and
+    the max (α → 0) of the rewards; one outcome (K = 1) gives that reward.
+
+    >>> soft_value(torch.tensor([0.0, 1.0]), alpha=1.0)
+    tensor(0.6201)
+    """
+    if not alpha > 0:
+        raise ValueError(f"alpha: expected > 0, got {alpha}")
+    if rewards.shape[dim] == 0:
+        raise ValueError(
+            f"rewards: expected at least one outcome along dim {dim}, got shape {tuple(rewards.shape)}"
+        )
+    K = rewards.shape[dim]
+    return alpha * (torch.logsumexp(rewards / alpha, dim) - torch.log(torch.tensor(float(K))))
 
 
 def soft_q_target(
