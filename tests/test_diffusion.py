@@ -49,7 +49,7 @@ def exact_bits_model(bits: MarkovBits, T: int = 24) -> MaskedDiffusion:
     def denoiser(x, t01):
         place = 1 << torch.arange(bits.length - 1, -1, -1)
         shown = ((x != 2).long() * place).sum(-1, keepdim=True)
-        fits = ((torch.arange(len(S)) & shown) == ((x == 1).long() * place).sum(-1, keepdim=True))
+        fits = (torch.arange(len(S)) & shown) == ((x == 1).long() * place).sum(-1, keepdim=True)
         fits = fits.double() * P  # [n, 2^L]: the strings that agree with the revealed bits
         marg = fits @ onehot  # [n, L·2]: the probability of each bit value at each position
         return marg.view(len(x), bits.length, 2).clamp_min(1e-300).log().float()
@@ -371,35 +371,6 @@ def test_bad_input():
         tilted_probs(torch.ones(4) / 4, torch.ones(3), 1.0)
     with pytest.raises(ValueError, match="data"):
         train_diffusion(model, "not data", steps=1)
-
-
-# --- metrics ----------------------------------------------------------------------------------------
-def test_mmd_against_a_loop():
-    gen = torch.Generator().manual_seed(11)
-    x, y = torch.randn(7, 2, generator=gen), torch.randn(5, 2, generator=gen) + 1
-    h = 0.7
-
-    def k(a, b):
-        return math.exp(-sum((u - v) ** 2 for u, v in zip(a, b)) / (2 * h * h))
-
-    xs, ys = x.tolist(), y.tolist()
-    kxx = sum(k(a, b) for i, a in enumerate(xs) for j, b in enumerate(xs) if i != j) / (7 * 6)
-    kyy = sum(k(a, b) for i, a in enumerate(ys) for j, b in enumerate(ys) if i != j) / (5 * 4)
-    kxy = sum(k(a, b) for a in xs for b in ys) / 35
-    assert mmd(x, y, h) == pytest.approx(kxx + kyy - 2 * kxy, abs=1e-12)
-    same = mmd(torch.randn(2000, 2, generator=gen), torch.randn(2000, 2, generator=gen))
-    assert abs(same) < 0.002 and mmd(x, y + 3) > 0.1
-    with pytest.raises(ValueError, match="x, y"):
-        mmd(x[:1], y)
-    with pytest.raises(ValueError, match="bandwidth"):
-        mmd(x, y, 0.0)
-
-
-def test_total_variation():
-    assert total_variation([0.5, 0.5, 0.0], [0.0, 0.5, 0.5]) == pytest.approx(0.5)
-    assert total_variation([1.0], [1.0]) == 0.0
-    with pytest.raises(ValueError, match="p, q"):
-        total_variation([1.0], [0.5, 0.5])
 
 
 # --- the widget ---------------------------------------------------------------------------------------

@@ -1,9 +1,19 @@
 """rlnb.metrics against hand-computed cases and a plain pairwise loop."""
 
+import math
+
 import numpy as np
 import pytest
+import torch
 
-from rlnb.metrics import auc, brier_score, calibration, expected_calibration_error
+from rlnb.metrics import (
+    auc,
+    brier_score,
+    calibration,
+    expected_calibration_error,
+    mmd,
+    total_variation,
+)
 
 
 def pairwise_auc(scores, labels):
@@ -73,3 +83,31 @@ def test_brier_hand_cases():
 def test_bad_input_names_the_argument(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+def test_mmd_against_a_loop():
+    gen = torch.Generator().manual_seed(11)
+    x, y = torch.randn(7, 2, generator=gen), torch.randn(5, 2, generator=gen) + 1
+    h = 0.7
+
+    def k(a, b):
+        return math.exp(-sum((u - v) ** 2 for u, v in zip(a, b)) / (2 * h * h))
+
+    xs, ys = x.tolist(), y.tolist()
+    kxx = sum(k(a, b) for i, a in enumerate(xs) for j, b in enumerate(xs) if i != j) / (7 * 6)
+    kyy = sum(k(a, b) for i, a in enumerate(ys) for j, b in enumerate(ys) if i != j) / (5 * 4)
+    kxy = sum(k(a, b) for a in xs for b in ys) / 35
+    assert mmd(x, y, h) == pytest.approx(kxx + kyy - 2 * kxy, abs=1e-12)
+    same = mmd(torch.randn(2000, 2, generator=gen), torch.randn(2000, 2, generator=gen))
+    assert abs(same) < 0.002 and mmd(x, y + 3) > 0.1
+    with pytest.raises(ValueError, match="x, y"):
+        mmd(x[:1], y)
+    with pytest.raises(ValueError, match="bandwidth"):
+        mmd(x, y, 0.0)
+
+
+def test_total_variation():
+    assert total_variation([0.5, 0.5, 0.0], [0.0, 0.5, 0.5]) == pytest.approx(0.5)
+    assert total_variation([1.0], [1.0]) == 0.0
+    with pytest.raises(ValueError, match="p, q"):
+        total_variation([1.0], [0.5, 0.5])

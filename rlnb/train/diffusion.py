@@ -108,9 +108,9 @@ def train_value(
 ) -> tuple[pd.DataFrame, DiffusionValue]:
     """SVDD-MC's value: ``n_rollouts`` pretrained rollouts, each ``x_t`` (t = 1 … T) labelled with
     its rollout's ``r(x_0)``, and Adam on the squared error for ``steps`` steps. Returns
-    ``(value, history)``; the history has the training loss and, every 100 steps, the held-out
+    ``(history, value)``; the history has the training loss and, every 100 steps, the held-out
     loss on a quarter of the rollouts kept aside and the held-out loss of the best constant
-    (the mean label), which the value has to beat. Returns ``(history, value)``."""
+    (the mean label), which the value has to beat."""
     gen = torch.Generator().manual_seed(seed)
     path = rollouts(model, n_rollouts, gen)  # [T + 1, n, …]
     r = reward(path[-1]).float()
@@ -119,9 +119,6 @@ def train_value(
     value = value_network(model).to(r.device)
     opt = torch.optim.Adam(value.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
-
-    def pairs(rows: Tensor, ts: Tensor) -> tuple[Tensor, Tensor]:
-        return path[T - ts, rows], r[rows]
 
     def held_out() -> tuple[float, float]:
         losses, const = [], []
@@ -137,7 +134,7 @@ def train_value(
     for step in progress_bar(range(steps), desc="SVDD-MC value", enabled=progress):
         idx = torch.randint(held, n_rollouts, (batch_size,), generator=gen)
         ts = torch.randint(1, T + 1, (batch_size,), generator=gen)
-        x, y = pairs(idx, ts)
+        x, y = path[T - ts, idx], r[idx]  # x_t of rollout idx, labelled with its r(x_0)
         t01 = ts.float().to(x.device) / T
         loss = ((value.net(x, t01).reshape(-1) - y) ** 2).mean()
         opt.zero_grad(set_to_none=True)
