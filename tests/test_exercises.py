@@ -318,7 +318,12 @@ def soft_target_truncation_as_termination(
     return reward + gamma * live * (next_q.min(0).values - alpha * next_log_prob)
 
 
+def soft_value_overflows(rewards, alpha):
+    return alpha * torch.log(torch.exp(rewards / alpha).mean(-1))
+
+
 WRONG = [
+    ("soft_value", "small α", soft_value_overflows),
     ("soft_q_target", "truncated steps", soft_target_truncation_as_termination),
     ("return_to_go", "two episodes", return_to_go_across_episodes),
     ("edge_of_reach", "a terminal next state", edge_of_reach_with_terminal),

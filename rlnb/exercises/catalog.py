@@ -36,6 +36,7 @@ from rlnb.estimators import (
     vtrace,
 )
 from rlnb.estimators.soft import soft_q_target as _soft_q_target
+from rlnb.estimators.soft import soft_value as _soft_value
 from rlnb.exercises import solutions
 from rlnb.exercises.grader import Case, Exercise, register_exercise
 from rlnb.metrics import auc
@@ -861,4 +862,25 @@ def cases_soft_q_target(gen) -> list[Case]:
         Case("no episode ends", "bootstrap from the smaller critic, minus α log π of the next action", dict(reward=reward, next_q=next_q, next_log_prob=log_prob, terminated=no, truncated=no, gamma=0.9, alpha=0.2)),
         Case("terminal steps", "after a terminal step nothing follows: y = r there", dict(reward=reward, next_q=next_q, next_log_prob=log_prob, terminated=ends, truncated=no, gamma=0.9, alpha=0.2)),
         Case("truncated steps", "a time-limit truncation is not terminal: bootstrap as usual there", dict(reward=reward, next_q=next_q, next_log_prob=log_prob, terminated=no, truncated=ends, gamma=0.9, alpha=0.2)),
+    ]  # fmt: skip
+
+
+# --- 14 · the soft value of sampled outcomes ------------------------------------------------------
+@exercise(
+    "14",
+    lambda rewards, alpha: _soft_value(rewards, alpha),
+    (
+        "The soft value of K sampled outcomes is v = α log((1/K) Σ_k exp(r_k / α)), one per row "
+        "(over the last dimension).",
+        "For a small α, exp(r/α) overflows to inf. Subtract the row's max first, or use "
+        "torch.logsumexp(rewards / alpha, -1) − log K.",
+    ),
+)
+def cases_soft_value(gen) -> list[Case]:
+    r = torch.rand(4, 8, generator=gen)
+    big = torch.rand(3, 5, generator=gen) * 40
+    return [
+        Case("rewards in [0, 1], α = 1", "average exp(r/α) over each row, take the log and multiply by α", dict(rewards=r, alpha=1.0)),
+        Case("one outcome", "with one outcome the soft value is that outcome's reward", dict(rewards=r[:, :1], alpha=0.5)),
+        Case("small α", "exp(40 / 0.05) overflows: compute it as α (logsumexp(r/α) − log K)", dict(rewards=big, alpha=0.05)),
     ]  # fmt: skip

@@ -381,3 +381,14 @@ def soft_q_target(reward, next_q, next_log_prob, terminated, truncated, gamma, a
             future = min(next_q[0, i], next_q[1, i]) - alpha * next_log_prob[i]
         y[i] = reward[i] + gamma * future
     return y
+
+
+def soft_value(rewards, alpha):
+    """One row at a time: α log of the mean of exp(r/α), with the row's max taken out first so
+    that exp never overflows."""
+    out = torch.zeros(rewards.shape[0])
+    for i in range(rewards.shape[0]):
+        top = max(rewards[i].tolist())
+        total = sum(math.exp((r - top) / alpha) for r in rewards[i].tolist())
+        out[i] = top + alpha * math.log(total / rewards.shape[1])
+    return out

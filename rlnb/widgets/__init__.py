@@ -2,6 +2,7 @@
 directly on a grid of slider values; the widget only draws what the callback returns."""
 
 from rlnb.widgets.base import explorer
+from rlnb.widgets.diffusion import svdd_explorer, svdd_samples
 from rlnb.widgets.gae import gae_example, gae_explorer, gridworld_task
 from rlnb.widgets.group import (
     aggregation_explorer,
@@ -36,6 +37,8 @@ __all__ = [
     "aggregation_weights",
     "batch_weights_explorer",
     "explorer",
+    "svdd_explorer",
+    "svdd_samples",
     "group_advantage_table",
     "group_explorer",
     "loss_token_weights",
