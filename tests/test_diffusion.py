@@ -114,6 +114,8 @@ def test_tilted_samples_against_the_grid_density():
         assert floor_reward(x).mean().item() == pytest.approx(want, abs=0.03)
     with pytest.raises(ValueError, match="r_max"):
         tilted_samples(ring, floor_reward, 1.0, 100, 0.5, gen)
+    with pytest.raises(ValueError, match="r_max"):  # an acceptance rate of e^-400: give up
+        tilted_samples(ring, floor_reward, 0.01, 100, 6.0, gen)
 
 
 def test_markov_bits_and_enumerated_target():
@@ -297,6 +299,21 @@ def test_svdd_with_the_exact_soft_value_approaches_the_enumerated_target():
     assert tv[1] > tv[4] > tv[32] and tv[32] < 0.05, tv
 
 
+def test_alpha_zero_keeps_the_best_candidate():
+    """α = 0 is the public SVDD code's rule: the argmax over the M candidates (first on ties)."""
+    from rlnb.decoding.diffusion import _pick
+
+    cand = torch.arange(6.0).view(2, 3, 1)
+    scores = torch.tensor([[1.0, 3.0, 2.0], [5.0, 5.0, 0.0]])
+    torch.testing.assert_close(_pick(cand, scores, 0.0, None), torch.tensor([[1.0], [3.0]]))
+    ring = ring_mixture()
+    model = exact_model(ring, T=10)
+    gen = torch.Generator().manual_seed(12)
+    greedy = floor_reward(svdd(model, floor_reward, 1000, 8, 0.0, gen=gen).x).mean()
+    soft = floor_reward(svdd(model, floor_reward, 1000, 8, 1.0, gen=gen).x).mean()
+    assert greedy > soft + 0.2, (greedy, soft)
+
+
 def test_calls_are_counted_per_sample():
     ring = ring_mixture()
     T = 6
@@ -352,7 +369,7 @@ def test_bad_input():
     with pytest.raises(ValueError, match="M"):
         svdd(model, floor_reward, 4, 0, 1.0)
     with pytest.raises(ValueError, match="alpha"):
-        svdd(model, floor_reward, 4, 2, 0.0)
+        svdd(model, floor_reward, 4, 2, -0.5)
     with pytest.raises(ValueError, match="value"):
         svdd(model, floor_reward, 4, 2, 1.0, value="mc")
     with pytest.raises(ValueError, match="N"):

@@ -56,9 +56,13 @@ def _positive(name: str, value: float) -> None:
 def _pick(candidates: Tensor, scores: Tensor, temperature: float,
           gen: torch.Generator | None) -> Tensor:  # fmt: skip
     """``[n, …]``: one of the ``m`` candidates ``[n, m, …]`` per row, drawn with probabilities
-    ``softmax(scores [n, m] / temperature)``."""
-    probs = (scores.float() / temperature).softmax(-1)
-    idx = torch.multinomial(probs.cpu(), 1, generator=gen)[:, 0].to(candidates.device)
+    ``softmax(scores [n, m] / temperature)``; the best (the first on ties) at temperature 0.
+    ``gen`` is a CPU generator, as everywhere in this module."""
+    if temperature == 0:
+        idx = scores.argmax(-1).to(candidates.device)
+    else:
+        probs = (scores.float() / temperature).softmax(-1)
+        idx = torch.multinomial(probs.cpu(), 1, generator=gen)[:, 0].to(candidates.device)
     return candidates[torch.arange(len(candidates), device=candidates.device), idx]
 
 
@@ -102,12 +106,17 @@ def svdd(
     mean for points, the most likely tokens for strings), one call per candidate; a callable
     ``value(x, s) → [n]``: ``v̂_s(x) = value(x, s)``, one call per candidate — SVDD-MC passes the
     network of ``rlnb.train.diffusion.train_value``, and an exact soft value can be passed where
-    one is known. ``v̂_0 = r``. With M = 1 this is ``ancestral_sample``; as α → 0 the pick is the argmax; as
-    M → ∞ with the exact soft value it samples ``p*`` exactly.
+    one is known. ``v̂_0 = r``: the last step is judged by the reward itself.
+
+    ``alpha = 0`` keeps the best candidate, which is what the public SVDD code does (an argmax over
+    the M candidates). With M = 1 the samples are distributed as ``ancestral_sample``'s (SVDD-PM
+    still spends its value calls). As M → ∞ with the exact soft value of the model's own chain it
+    samples that chain's tilted distribution exactly.
     """
     _count("n", n)
     _count("M", M)
-    _positive("alpha", alpha)
+    if not alpha >= 0:
+        raise ValueError(f"alpha: expected ≥ 0 (0: keep the best candidate), got {alpha}")
     if not (value == "pm" or callable(value)):
         raise ValueError(f"value: expected 'pm' or a callable value(x, t), got {value!r}")
     start, value_calls = model.calls, 0
@@ -149,7 +158,8 @@ def doob_guided(
     baseline (unbiased, since ``E z = 0``; with a constant reward the correction is exactly zero
     and the sampler is the pretrained one). Then ``x_{t−1} = μ_t + correction + σ_t ε``. Calls per sample: ``T + n_mc T (T − 1) / 2``, the rollouts being the cost. How the
     paper estimates its correction is not known here (only its abstract was available); this is
-    the standard h-transform drift with a simulation estimate.
+    the standard h-transform drift with a simulation estimate. Each ``h`` is a one-rollout
+    estimate, so the self-normalised weights are biased at finite ``n_mc``.
     """
     _count("n", n)
     _count("n_mc", n_mc)

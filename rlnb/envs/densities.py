@@ -126,10 +126,13 @@ def tilted_samples(
 ) -> Tensor:
     """``[n, d]`` exact samples of ``p*(x) ∝ p(x) exp(r(x)/α)`` by rejection: propose from
     ``dist``, accept with probability ``exp((r(x) − r_max)/α)``; ``r_max`` must bound the
-    reward (a proposal above it is a ``ValueError``)."""
+    reward (a proposal above it is a ``ValueError``, and so is an acceptance rate so low that
+    1 000 rounds of proposals do not yield ``n`` samples)."""
     _positive("alpha", alpha)
     kept, total = [], 0
-    while total < n:
+    for _ in range(1000):
+        if total >= n:
+            break
         x = dist.sample(max(4 * n, 1024), gen)
         r = reward(x)
         if (r > r_max).any():
@@ -137,6 +140,10 @@ def tilted_samples(
         accept = torch.rand(len(x), generator=gen) < torch.exp((r - r_max) / alpha)
         kept.append(x[accept])
         total += int(accept.sum())
+    if total < n:
+        raise ValueError(
+            f"r_max: {total} of {n} samples accepted in 1000 rounds; is r_max far above the reward?"
+        )
     return torch.cat(kept)[:n]
 
 
@@ -206,7 +213,7 @@ class MarkovBits:
 def string_index(x: Tensor) -> Tensor:
     """``[n]`` the row of ``MarkovBits.strings()`` that each bit string ``x [n, L]`` is."""
     L = x.shape[-1]
-    return (x.long() << torch.arange(L - 1, -1, -1)).sum(-1)
+    return (x.long() << torch.arange(L - 1, -1, -1, device=x.device)).sum(-1)
 
 
 def tilted_probs(probs: Tensor, rewards: Tensor, alpha: float) -> Tensor:

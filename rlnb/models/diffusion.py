@@ -145,7 +145,7 @@ class GaussianDiffusion(nn.Module):
         x0 = self.denoise(x_t, t, cond)
         a_t, a_prev = self.alpha_bar[t], self.alpha_bar[t - 1]
         beta = 1 - a_t / a_prev
-        mean = (a_prev.sqrt() * beta * x0 + (1 - beta).sqrt() * (1 - a_prev) * x_t) / (1 - a_t)
+        mean = (a_prev.sqrt() * beta * x0 + (a_t / a_prev).sqrt() * (1 - a_prev) * x_t) / (1 - a_t)
         return mean, float((beta * (1 - a_prev) / (1 - a_t)).sqrt())
 
     def propose(self, x_t: Tensor, t: int, m: int = 1, gen: torch.Generator | None = None,
@@ -171,7 +171,7 @@ class MaskedDiffusion(nn.Module):
         self.T = T or length
         self.mask = vocab
         self.calls = 0
-        self.register_buffer("_device", torch.zeros(()))
+        self.register_buffer("_device", torch.zeros(()))  # follows .to(device), for prior()
 
     def logits(self, x_t: Tensor, t: int, cond: Tensor | None = None) -> Tensor:
         """``[n, L, vocab]`` the denoiser's logits of ``x_0`` given ``x_t`` (one call per row)."""
