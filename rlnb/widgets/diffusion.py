@@ -24,14 +24,14 @@ def svdd_samples(model, dist: GaussianMixture, reward: Callable[[Tensor], Tensor
     gen = torch.Generator().manual_seed(seed)
     out = svdd(model, reward, n, M, alpha, gen=gen)
     grid, density = tilted_density(dist, reward, alpha)
-    cell = (6.0 / 119) ** 2
+    weights = density.reshape(-1) / density.sum()  # the grid's cells, weighted by p*
     return {
         "x": out.x,
         "reward": reward(out.x).mean().item(),
         "log_density": dist.log_prob(out.x).mean().item(),
         "calls": out.calls,
         "density": density,
-        "target_reward": (density.reshape(-1) * reward(grid)).sum().item() * cell,
+        "target_reward": (weights * reward(grid)).sum().item(),
     }
 
 
