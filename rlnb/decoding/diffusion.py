@@ -156,10 +156,11 @@ def doob_guided(
     the self-normalised score-function estimate of the gradient of the Gaussian-smoothed h
     (``∇_μ E_z h(μ + σz) = E_z[h(μ + σz) z] / σ``), with the mean of the ``z_j`` subtracted as a
     baseline (unbiased, since ``E z = 0``; with a constant reward the correction is exactly zero
-    and the sampler is the pretrained one). Then ``x_{t−1} = μ_t + correction + σ_t ε``. Calls per sample: ``T + n_mc T (T − 1) / 2``, the rollouts being the cost. How the
-    paper estimates its correction is not known here (only its abstract was available); this is
-    the standard h-transform drift with a simulation estimate. Each ``h`` is a one-rollout
-    estimate, so the self-normalised weights are biased at finite ``n_mc``.
+    and the sampler is the pretrained one). Then ``x_{t−1} = μ_t + correction + σ_t ε``. Calls
+    per sample: ``T + n_mc T (T − 1) / 2``, the rollouts being the cost. How the paper estimates
+    its correction is not known here (only its abstract was available); this is the standard
+    h-transform drift with a simulation estimate. Each ``h`` is a one-rollout estimate, so the
+    self-normalised weights are biased at finite ``n_mc``.
     """
     _count("n", n)
     _count("n_mc", n_mc)
