@@ -35,6 +35,8 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from rlnb.envs.densities import _positive
+
 
 class DiffusionSamples(NamedTuple):
     """``x`` the samples; ``calls`` the network evaluations spent per sample."""
@@ -46,11 +48,6 @@ class DiffusionSamples(NamedTuple):
 def _count(name: str, value, low: int = 1) -> None:
     if not (isinstance(value, int) and value >= low):
         raise ValueError(f"{name}: expected an integer ≥ {low}, got {value!r}")
-
-
-def _positive(name: str, value: float) -> None:
-    if not value > 0:
-        raise ValueError(f"{name}: expected > 0, got {value}")
 
 
 def _pick(candidates: Tensor, scores: Tensor, temperature: float,
