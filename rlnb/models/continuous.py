@@ -93,3 +93,15 @@ class SquashedGaussianPolicy(nn.Module):
         )
         log_prob = (normal_log_prob - torch.log(self.scale * (1 - y.square()) + 1e-6)).sum(-1)
         return y * self.scale + self.bias, log_prob, torch.tanh(mu) * self.scale + self.bias
+
+    def log_prob(self, obs: Tensor, action: Tensor, eps: float = 1e-3) -> Tensor:
+        """``log π(action|s)`` ``[B]`` of given actions (for maximum-likelihood BC), the same
+        change of variables as ``sample``; actions are first pulled ``eps`` inside the bounds so
+        that those on a bound (clipped demonstrations) have a finite log-probability."""
+        mu, log_std = self(obs)
+        y = ((action - self.bias) / self.scale).clamp(-1 + eps, 1 - eps)
+        u = torch.atanh(y)
+        normal_log_prob = (
+            -0.5 * ((u - mu) / log_std.exp()).square() - log_std - 0.5 * math.log(2 * math.pi)
+        )
+        return (normal_log_prob - torch.log(self.scale * (1 - y.square()) + 1e-6)).sum(-1)
