@@ -64,12 +64,17 @@ def _pick(candidates: Tensor, scores: Tensor, temperature: float,
 
 
 @torch.no_grad()
-def ancestral_sample(model, n: int, gen: torch.Generator | None = None) -> DiffusionSamples:
-    """``n`` samples of the pretrained model: ``x_T`` from the prior, then ``T`` transitions."""
+def ancestral_sample(
+    model, n: int, gen: torch.Generator | None = None, cond: Tensor | None = None
+) -> DiffusionSamples:
+    """``n`` samples of the pretrained model: ``x_T`` from the prior, then ``T`` transitions;
+    with ``cond [n, c]`` row ``i`` is drawn given ``cond[i]`` (a state, for a diffusion policy)."""
     _count("n", n)
+    if cond is not None and len(cond) != n:
+        raise ValueError(f"cond: expected {n} rows, one per sample, got {len(cond)}")
     start, x = model.calls, model.prior(n, gen)
     for t in range(model.T, 0, -1):
-        x = model.propose(x, t, 1, gen)[:, 0]
+        x = model.propose(x, t, 1, gen, cond=cond)[:, 0]
     return DiffusionSamples(x, (model.calls - start) / n)
 
 

@@ -12,6 +12,9 @@ terminal: its target bootstraps).
   Applications").
 - ``gaussian_critic_loss``: the critic loss of "Distributional Soft Actor-Critic with Three
   Refinements" (DSAC-T) for a return distribution ``Z(s, a) ~ N(Q, σ²)``.
+- ``soft_advantages``: ``f − α logsumexp(f/α)`` over the last axis, the dimensional soft
+  advantages of "Learning from Suboptimal Data in Continuous Control via Auto-Regressive Soft
+  Q-Network" (ARSQ).
 - ``soft_value``: the Monte Carlo soft value ``α log mean_k exp(r_k/α)`` of sampled outcomes, the
   value that steers a diffusion model in "Derivative-Free Guidance in Continuous and Discrete
   Diffusion Models with Soft Value-Based Decoding" (SVDD).
@@ -40,6 +43,20 @@ def soft_value(rewards: Tensor, alpha: float, dim: int = -1) -> Tensor:
         )
     K = rewards.shape[dim]
     return alpha * (torch.logsumexp(rewards / alpha, dim) - torch.log(torch.tensor(float(K))))
+
+
+def soft_advantages(logits: Tensor, alpha: float) -> Tensor:
+    """``A = f − α log Σ_k exp(f_k/α)`` over the last axis (the bins of one action dimension):
+    advantages whose soft maximum ``α log Σ exp(A/α)`` is 0, so that ``π(k) ∝ exp(A_k/α)`` is
+    ``softmax(A/α)`` and ``Q = V + Σ_d A_d`` has soft value ``V``. Equal logits give
+    ``−α log K`` each.
+
+    >>> soft_advantages(torch.tensor([0.0, 0.0]), alpha=1.0)
+    tensor([-0.6931, -0.6931])
+    """
+    if not alpha > 0:
+        raise ValueError(f"alpha: expected > 0, got {alpha}")
+    return logits - alpha * torch.logsumexp(logits / alpha, -1, keepdim=True)
 
 
 def soft_q_target(
