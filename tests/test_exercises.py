@@ -322,7 +322,13 @@ def soft_value_overflows(rewards, alpha):
     return alpha * torch.log(torch.exp(rewards / alpha).mean(-1))
 
 
+def on_the_fly_target_max_then_min(reward, next_q, terminated, truncated, gamma):
+    value = next_q.max(-1).values.min(0).values
+    return reward + gamma * (~terminated) * value
+
+
 WRONG = [
+    ("on_the_fly_target", "critics disagree", on_the_fly_target_max_then_min),
     ("soft_value", "small α", soft_value_overflows),
     ("soft_q_target", "truncated steps", soft_target_truncation_as_termination),
     ("return_to_go", "two episodes", return_to_go_across_episodes),

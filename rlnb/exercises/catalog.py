@@ -884,3 +884,34 @@ def cases_soft_value(gen) -> list[Case]:
         Case("one outcome", "with one outcome the soft value is that outcome's reward", dict(rewards=r[:, :1], alpha=0.5)),
         Case("small α", "exp(40 / 0.05) overflows: compute it as α (logsumexp(r/α) − log K)", dict(rewards=big, alpha=0.05)),
     ]  # fmt: skip
+
+
+def _on_the_fly_target(reward, next_q, terminated, truncated, gamma):
+    value = next_q.min(0).values.max(-1).values  # the twin's minimum, then the best candidate
+    return _soft_q_target(reward, value, torch.zeros_like(reward), terminated, gamma, 0.0)
+
+
+@exercise(
+    "06b",
+    _on_the_fly_target,
+    (
+        "EXPO's target is y = r + γ (1 − terminated) min_i Q̄_i(s', a*) where a* is the candidate "
+        "with the highest min_i Q̄_i(s', ·): score each candidate by the smaller critic, then take "
+        "the best score.",
+        "next_q is [2, B, M]: the two target critics at the M = 2N candidates of each next state. "
+        "Only terminated stops the bootstrap; a truncated step bootstraps.",
+    ),
+)
+def cases_on_the_fly_target(gen) -> list[Case]:
+    B, M = 5, 6
+    reward = torch.randn(B, generator=gen)
+    same = torch.randn(B, M, generator=gen).expand(2, B, M)
+    disagree = torch.randn(2, B, M, generator=gen) * 2
+    no = torch.zeros(B, dtype=torch.bool)
+    ends = no.clone()
+    ends[[1, 3]] = True
+    return [
+        Case("critics agree", "the value of the next state is its best candidate's Q̄", dict(reward=reward, next_q=same, terminated=no, truncated=no, gamma=0.9)),
+        Case("critics disagree", "score each candidate by min_i Q̄_i first, then take the max over candidates (min of maxima is another number)", dict(reward=reward, next_q=disagree, terminated=no, truncated=no, gamma=0.9)),
+        Case("terminal and truncated steps", "after a terminal step y = r; a truncated step bootstraps as usual", dict(reward=reward, next_q=disagree, terminated=ends, truncated=ends.roll(1), gamma=0.9)),
+    ]  # fmt: skip

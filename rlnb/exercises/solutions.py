@@ -392,3 +392,14 @@ def soft_value(rewards, alpha):
         total = sum(math.exp((r - top) / alpha) for r in rewards[i].tolist())
         out[i] = top + alpha * math.log(total / rewards.shape[1])
     return out
+
+
+# --- 06b · EXPO's target with on-the-fly selection ------------------------------------------------
+def on_the_fly_target(reward, next_q, terminated, truncated, gamma):
+    """One next state at a time: score each candidate by the smaller of the two target critics,
+    keep the best score, and bootstrap from it unless the step is terminal."""
+    y = torch.zeros_like(reward)
+    for b in range(len(reward)):
+        best = max(min(next_q[0, b, j], next_q[1, b, j]) for j in range(next_q.shape[2]))
+        y[b] = reward[b] + (0.0 if terminated[b] else gamma * best)
+    return y

@@ -15,6 +15,7 @@ from rlnb.widgets.group import (
     plot_token_weights,
     token_weights,
 )
+from rlnb.widgets.improve import edit_field, edit_field_explorer
 from rlnb.widgets.kl import kl_optimum_explorer, kl_regularized_optimum
 from rlnb.widgets.lambda_return import (
     lambda_return_example,
@@ -36,6 +37,8 @@ __all__ = [
     "aggregation_explorer",
     "aggregation_weights",
     "batch_weights_explorer",
+    "edit_field",
+    "edit_field_explorer",
     "explorer",
     "svdd_explorer",
     "svdd_samples",
