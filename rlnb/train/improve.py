@@ -25,8 +25,8 @@ Each is a class registered by name in ``METHODS``:
   critic update per environment step (it uses 20), edits clipped to the action box.
 
 ``history`` rows: ``step``, ``success`` and ``steps_to_goal`` of the evaluation policy over
-``eval_episodes`` batched episodes of the reach task (``rlnb.envs.reach.rollout``), ``q_rmse``
-and ``constant_rmse`` (``critic_error``), ``train_success`` of the training episodes since the last row, ``alpha``, ``critic_loss``,
+``eval_episodes`` batched episodes of the reach task (``rlnb.envs.reach.rollout``), ``td_error``,
+``target_var`` and ``q_bias`` on those episodes (``critic_error``), ``train_success`` of the training episodes since the last row, ``alpha``, ``critic_loss``,
 ``seconds`` (wall time so far) and ``ms_per_step`` (wall time per environment step, update
 included, since the last row).
 """
@@ -249,20 +249,31 @@ KEYS = ("obs", "action", "reward", "next_obs", "terminated")
 
 
 @torch.no_grad()
-def critic_error(out: dict, critic: QEnsemble, gamma: float, device) -> dict:
-    """How well ``min_i Q_i(s_t, a_t)`` predicts the discounted return that followed in the
-    evaluation episodes ``out`` (``rlnb.envs.reach.rollout``), over the first half of each:
-    ``G_t = γ^(k − t − 1)`` if the goal was reached at step ``k``, else 0 (the episode was cut
-    at the time limit, where the critic bootstraps: part of the gap is that cut). ``q_rmse``:
-    the root-mean-square error; ``constant_rmse``: that of the best constant (the std of ``G``)."""
+def critic_error(out: dict, agent, critic_target: QEnsemble, alpha, gamma: float, device) -> dict:
+    """How well the critics do on the evaluation episodes ``out`` (``rlnb.envs.reach.rollout``),
+    which training never saw. ``td_error``: the mean squared gap between ``min_i Q̄_i(s, a)`` and
+    the method's own target ``r + γ (1 − terminated) V̄(s')`` over every step of the episodes;
+    ``target_var``: that of the best constant (the targets' variance). ``q_bias``: the mean of
+    ``min_i Q̄_i(s_t, a_t)`` minus the discounted return that followed, over the first half of
+    each episode (``γ^(k − t − 1)`` if the goal was reached at step ``k``, else 0: an episode cut
+    at the time limit, where the critic bootstraps, counts as 0, so part of a positive bias there
+    is that cut)."""
     steps, success = out["steps"], out["success"]
     t = np.arange(len(out["action"]))[:, None]
-    first_half = t < steps / 2
-    g = np.where(success, gamma ** (steps - t - 1.0), 0.0)[first_half]
-    obs = torch.as_tensor(out["path"][:-1][first_half], device=device)
-    act = torch.as_tensor(out["action"][first_half], device=device)
-    q = critic_value(critic, obs, act).cpu().numpy()
-    return {"q_rmse": float(np.sqrt(np.mean((q - g) ** 2))), "constant_rmse": float(g.std())}
+    live = t < steps
+    obs = torch.as_tensor(out["path"][:-1][live], device=device)
+    act = torch.as_tensor(out["action"][live], device=device)
+    next_obs = torch.as_tensor(out["path"][1:][live], device=device)
+    done = torch.as_tensor((success & (t == steps - 1))[live], dtype=torch.float32, device=device)
+    q = critic_value(critic_target, obs, act)
+    y = soft_q_target(done, agent.next_value(next_obs, critic_target, alpha), torch.zeros_like(done), done, gamma, 0.0)  # fmt: skip
+    g = np.where(success, gamma ** (steps - t - 1.0), 0.0)[live]
+    first_half = (t < steps / 2)[live]
+    return {
+        "td_error": float((q - y).square().mean()),
+        "target_var": float(y.var(unbiased=False)),
+        "q_bias": float(q.cpu().numpy()[first_half].mean() - g[first_half].mean()),
+    }
 
 
 def train_improver(
@@ -302,7 +313,7 @@ def train_improver(
             "step": step,
             "success": float(out["success"].mean()),
             "steps_to_goal": float(out["steps"].mean()),
-            **critic_error(out, critic_target, cfg.gamma, device),
+            **critic_error(out, agent, critic_target, log_alpha.exp().detach(), cfg.gamma, device),
             "train_success": float(np.mean(since["finished"])) if since["finished"] else np.nan,
             "alpha": log_alpha.exp().item(),
             "critic_loss": float(np.mean(since["loss"])) if since["loss"] else np.nan,
