@@ -115,39 +115,9 @@ class GaussianSAC(nn.Module):
         one = np.ones(act_dim, dtype=np.float32)
         self.policy = copy.deepcopy(base) if base is not None else SquashedGaussianPolicy(obs_dim, act_dim, -one, one, cfg.hidden)  # fmt: skip
 
-    def act(self, obs: Tensor, critic: QEnsemble, greedy: bool = False) -> Tensor:
-        action, _, mean = self.policy.sample(obs)
-        return mean if greedy else action
-
-    def next_value(self, obs: Tensor, critic_target: QEnsemble, alpha: Tensor) -> Tensor:
-        action, log_prob, _ = self.policy.sample(obs)
-        return critic_value(critic_target, obs, action) - alpha * log_prob
-
-    def policy_loss(self, obs, action, critic: QEnsemble, alpha) -> tuple[Tensor, Tensor]:
-        """``(loss, log π)`` of SAC's policy step on the batch's states."""
-        a, log_prob, _ = self.policy.sample(obs)
-        return soft_actor_loss(log_prob, critic_value(critic, obs, a), alpha), log_prob
-
-
-class ResidualSAC(nn.Module):
-    """``residual``: ``a = clip(a_B(s) + Δ)``, ``Δ ~ π(·|s, a_B(s))`` in ``±residual_scale``;
-    ``base`` is the frozen BC policy ``obs → action``. The residual's mean starts at 0 (its last
-    layer is zero), so the first actions are the base's plus exploration noise."""
-
-    def __init__(self, obs_dim: int, act_dim: int, cfg: ImproveConfig, base=None):
-        super().__init__()
-        if base is None:
-            raise ValueError("base: the residual method needs the frozen BC policy")
-        self.base = copy.deepcopy(base).requires_grad_(False)
-        s = np.full(act_dim, cfg.residual_scale, dtype=np.float32)
-        self.policy = SquashedGaussianPolicy(obs_dim + act_dim, act_dim, -s, s, cfg.hidden)
-        nn.init.zeros_(self.policy.mean.weight)
-        nn.init.zeros_(self.policy.mean.bias)
-
-    def _sample(self, obs: Tensor):
-        base = self.base(obs)
-        delta, log_prob, mean = self.policy.sample(torch.cat([obs, base], -1))
-        return _clip(base + delta), log_prob, _clip(base + mean)
+    def _sample(self, obs: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """``(action, log π(action|s), deterministic action)``, reparameterised."""
+        return self.policy.sample(obs)
 
     def act(self, obs: Tensor, critic: QEnsemble, greedy: bool = False) -> Tensor:
         action, _, mean = self._sample(obs)
@@ -158,8 +128,31 @@ class ResidualSAC(nn.Module):
         return critic_value(critic_target, obs, action) - alpha * log_prob
 
     def policy_loss(self, obs, action, critic: QEnsemble, alpha) -> tuple[Tensor, Tensor]:
+        """``(loss, log π)`` of SAC's policy step on the batch's states."""
         a, log_prob, _ = self._sample(obs)
         return soft_actor_loss(log_prob, critic_value(critic, obs, a), alpha), log_prob
+
+
+class ResidualSAC(GaussianSAC):
+    """``residual``: ``a = clip(a_B(s) + Δ)``, ``Δ ~ π(·|s, a_B(s))`` in ``±residual_scale``;
+    ``base`` is the frozen BC policy ``obs → action``. The residual's mean starts at 0 (its last
+    layer is zero), so the first actions are the base's plus exploration noise. SAC on ``Δ``:
+    ``log π`` is the residual's (the clip is left out of it)."""
+
+    def __init__(self, obs_dim: int, act_dim: int, cfg: ImproveConfig, base=None):
+        nn.Module.__init__(self)
+        if base is None:
+            raise ValueError("base: the residual method needs the frozen BC policy")
+        self.base = copy.deepcopy(base).requires_grad_(False)
+        s = np.full(act_dim, cfg.residual_scale, dtype=np.float32)
+        self.policy = SquashedGaussianPolicy(obs_dim + act_dim, act_dim, -s, s, cfg.hidden)
+        nn.init.zeros_(self.policy.mean.weight)
+        nn.init.zeros_(self.policy.mean.bias)
+
+    def _sample(self, obs: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        base = self.base(obs)
+        delta, log_prob, mean = self.policy.sample(torch.cat([obs, base], -1))
+        return _clip(base + delta), log_prob, _clip(base + mean)
 
 
 class EXPO(nn.Module):
