@@ -1,6 +1,8 @@
 """The reach task, its demonstrators, the improvement loop (EXPO, residual SAC, SAC) and the
 dimensional soft Q (ARSQ), each against a plain reference or an exact property."""
 
+import math
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -18,10 +20,10 @@ from rlnb.envs.reach import (
     rollout,
 )
 from rlnb.estimators.soft import soft_advantages
-from rlnb.models.continuous import SquashedGaussianPolicy
+from rlnb.models.continuous import QEnsemble, SquashedGaussianPolicy
 from rlnb.train.arsq import DimensionalSoftQ, train_soft_q
-from rlnb.train.build_reach import DeterministicPolicy, diffusion_policy
-from rlnb.train.improve import EXPO, ImproveConfig, train_improver
+from rlnb.train.build_reach import DeterministicPolicy, diffusion_policy, load_reach, torch_policy
+from rlnb.train.improve import EXPO, ImproveConfig, ResidualSAC, train_improver
 
 
 def step_by_hand(p, a):
@@ -107,6 +109,8 @@ def test_dimensional_q_has_soft_value_v_and_factorized_ignores_earlier_dims():
         a = m.act(obs)
         first = m.advantages(obs, torch.zeros(3, 2), 0).argmax(-1)
         torch.testing.assert_close(a[:, 0], m.values[first])
+        second = m.advantages(obs, a, 1).argmax(-1)  # given the first choice
+        torch.testing.assert_close(a[:, 1], m.values[second])
 
 
 def test_soft_q_learns_on_the_demonstrations():
@@ -158,6 +162,56 @@ def test_improve_config_rejects_bad_input():
         ImproveConfig(select="random")
     with pytest.raises(ValueError, match="base"):
         train_improver(ImproveConfig(method="residual", total_steps=5), progress=False)
+    with pytest.raises(ValueError, match="eval_episodes"):
+        ImproveConfig(eval_episodes=0)
+    with pytest.raises(ValueError, match="actor_starts"):
+        ImproveConfig(actor_starts=-1)
+    with pytest.raises(ValueError, match="pretrain_steps"):
+        train_improver(ImproveConfig(method="sac", total_steps=5, pretrain_steps=3), progress=False)
+    with pytest.raises(ValueError, match="eval_every"):
+        train_soft_q(DimensionalSoftQ(2, 2), demonstrations(3), eval_every=0, progress=False)
+    with pytest.raises(ValueError, match="conservative"):
+        train_soft_q(DimensionalSoftQ(2, 2), demonstrations(3), conservative=-1.0, progress=False)
+
+
+def test_expo_target_is_the_selected_candidates_min_q_and_its_entropy_target_is_reachable():
+    torch.manual_seed(0)
+    cfg = ImproveConfig(n_samples=3, hidden=(16,))
+    agent = EXPO(2, 2, cfg, base=diffusion_policy())
+    critic = QEnsemble(2, 2, 2, (16,))
+    obs = torch.randn(6, 2)
+    torch.manual_seed(3)
+    chosen = agent.choose(obs, critic)
+    torch.manual_seed(3)
+    value = agent.next_value(obs, critic, torch.tensor(0.7))  # no entropy term, whatever α
+    torch.testing.assert_close(value, critic(obs, chosen).min(0).values)
+    box_max_entropy = 2 * math.log(2 * cfg.edit_scale)  # uniform on the edit's box
+    assert agent.target_entropy < box_max_entropy
+
+
+def test_the_residual_starts_as_its_base():
+    base = DeterministicPolicy()
+    agent = ResidualSAC(2, 2, ImproveConfig(method="residual", hidden=(16,)), base=base)
+    obs = torch.rand(8, 2) * 2 - 1
+    torch.testing.assert_close(agent.act(obs, None, greedy=True), base(obs).clamp(-1, 1))
+    with pytest.raises(ValueError, match="base"):
+        ResidualSAC(
+            2,
+            2,
+            ImproveConfig(method="residual"),
+            base=SquashedGaussianPolicy(2, 2, [-1, -1], [1, 1]),
+        )
+
+
+def test_shipped_reach_data_loads_and_reproduces_its_metrics():
+    reach = load_reach()
+    data, metrics = reach["offline"], reach["metrics"]
+    assert len(data["obs"]) == metrics["transitions"]
+    assert data["reward"].sum() / metrics["n_episodes"] == pytest.approx(
+        metrics["success"]["demonstrations"]
+    )
+    biased = rollout(torch_policy(reach["biased"], "deterministic"), 500, seed=123)
+    assert biased["success"].mean() == pytest.approx(metrics["success"]["biased_bc"])
 
 
 def test_squashed_gaussian_log_prob_matches_sample():

@@ -15,7 +15,8 @@ on reaching the goal; otherwise reward 0, truncated after ``HORIZON`` steps.
 - ``rollout``: batched episodes of any policy ``f(obs [n, 2]) → actions [n, 2]`` (numpy).
 - ``demonstrations``: episodes of the demonstrator with Gaussian action noise of several scales
   (mixed quality) and a random side per episode (two modes at the same states).
-- ``load_reach_data``: the shipped offline data and BC policies (``rlnb.train.build_reach``).
+
+The shipped offline data and BC policies are loaded by ``rlnb.train.build_reach.load_reach``.
 """
 
 from __future__ import annotations

@@ -16,9 +16,11 @@ time. It is fit to ``y = r + γ (1 − terminated) V̄(s')`` with ``V̄`` a Poly
   of per-dimension terms: a factorized soft Q, which cannot prefer ``(−1, +1)`` and ``(+1, −1)``
   over ``(+1, +1)`` and ``(−1, −1)``.
 
-Differences from the paper: one level of bins (it refines coarse to fine), one critic (it takes
-the min of two), states only (no images), offline only (it mixes demonstrations into online
-replay and adds a conservative term on them).
+``conservative > 0`` adds the paper's conservative term on demonstrations: CQL's ``log Σ exp Q −
+Q(s, a)`` per dimension, which for normalised advantages is ``−A_d(s, a_<d, a_d)`` at the data's
+action (here on all of the data, of mixed quality). Differences from the paper: one level of bins
+(it refines coarse to fine), one critic (it takes the min of two), states only (no images),
+offline only (it mixes demonstrations into online replay).
 """
 
 from __future__ import annotations
@@ -98,15 +100,20 @@ def train_soft_q(
 ) -> tuple[pd.DataFrame, DimensionalSoftQ]:  # fmt: skip
     """Fit ``model`` to the soft TD target on the transitions of ``data`` (``obs``, ``action``,
     ``reward``, ``next_obs``, ``terminated``; actions snapped to the nearest bins), holding out
-    the last ``holdout`` fraction of whole episodes (by ``data["episode"]`` when present).
+    the last ``holdout`` fraction of whole episodes (by ``data["episode"]`` when present); with
+    ``conservative > 0`` the loss adds ``conservative · mean(V(s) − Q(s, a)) = −Σ_d A_d`` at the
+    data's actions (module docstring).
     History rows every ``eval_every`` steps: ``step``, ``loss`` (the mean training loss since
     the last row), ``heldout_td`` (the squared TD error on the held-out transitions), ``constant_td``
     (that of the best constant prediction of their targets), ``success`` and ``steps_to_goal``
     of the greedy policy on the reach task (``eval_episodes`` episodes), ``seconds``."""
-    if steps < 1 or batch_size < 1 or not 0.0 < holdout < 1.0:
+    if min(steps, batch_size, eval_every, eval_episodes) < 1 or not 0.0 < holdout < 1.0:
         raise ValueError(
-            f"steps, batch_size, holdout: expected ≥ 1, ≥ 1, (0, 1), got {steps}, {batch_size}, {holdout}"
+            "steps, batch_size, eval_every, eval_episodes, holdout: expected ≥ 1 (the first four) and "
+            f"(0, 1), got {steps}, {batch_size}, {eval_every}, {eval_episodes}, {holdout}"
         )
+    if conservative < 0:
+        raise ValueError(f"conservative: expected ≥ 0, got {conservative}")
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     device = model.values.device

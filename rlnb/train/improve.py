@@ -13,7 +13,8 @@ Each is a class registered by name in ``METHODS``:
 - ``residual``: a frozen base policy ``a_B(s)`` (trained by BC) and a Gaussian residual
   ``Δ ~ π(·|s, a_B(s))`` bounded by ``residual_scale``; the environment gets ``clip(a_B(s) + Δ)``
   and the critic sees that action; SAC on the residual ("Residual Off-Policy RL for Finetuning
-  Behavior Cloning Policies").
+  Behavior Cloning Policies"; its agent is TD3-style, with a smaller residual, an ensemble of
+  critics, n-step targets, several updates per step and the demonstrations in its buffer).
 - ``expo``: a diffusion base policy ``π_B(a|s)`` trained by imitation on the whole buffer, a
   Gaussian edit policy ``Δ ~ π_E(·|s, a)`` bounded by ``edit_scale`` and trained to maximise
   ``Q(s, clip(a + Δ)) − α log π_E``, and the on-the-fly policy: ``N`` base actions and their
@@ -70,7 +71,9 @@ class ImproveConfig:
     q_lr: float = 1e-3
     alpha: float = 0.01  # the temperature: its start with autotune, else fixed
     autotune: bool = True
-    target_entropy: float | None = None  # default −dim(A)
+    target_entropy: float | None = (
+        None  # default −dim(A); EXPO's: −dim(A)/2 + dim(A) log(edit_scale)
+    )
     hidden: tuple = (128, 128)
     n_samples: int = 4  # EXPO: base actions per selection (2N candidates)
     edit_scale: float = 0.1  # EXPO: |Δ| ≤ edit_scale per coordinate
@@ -86,10 +89,15 @@ class ImproveConfig:
             raise ValueError(f"method: expected one of {sorted(METHODS)}, got {self.method!r}")
         if self.select not in ("q", "base"):
             raise ValueError(f"select: expected 'q' or 'base', got {self.select!r}")
-        if self.total_steps < 1 or self.batch_size < 1 or self.eval_every < 1 or self.n_samples < 1:
+        if min(self.total_steps, self.batch_size, self.eval_every, self.n_samples, self.eval_episodes) < 1:  # fmt: skip
             raise ValueError(
-                "total_steps, batch_size, eval_every, n_samples: expected ≥ 1, got "
-                f"{self.total_steps}, {self.batch_size}, {self.eval_every}, {self.n_samples}"
+                "total_steps, batch_size, eval_every, n_samples, eval_episodes: expected ≥ 1, got "
+                f"{self.total_steps}, {self.batch_size}, {self.eval_every}, {self.n_samples}, {self.eval_episodes}"
+            )
+        if min(self.learning_starts, self.actor_starts, self.pretrain_steps) < 0:
+            raise ValueError(
+                "learning_starts, actor_starts, pretrain_steps: expected ≥ 0, got "
+                f"{self.learning_starts}, {self.actor_starts}, {self.pretrain_steps}"
             )
         if not 0.0 < self.tau <= 1.0 or not 0.0 <= self.gamma <= 1.0 or not self.alpha > 0:
             raise ValueError(
@@ -112,6 +120,7 @@ class GaussianSAC(nn.Module):
 
     def __init__(self, obs_dim: int, act_dim: int, cfg: ImproveConfig, base=None):
         super().__init__()
+        self.target_entropy = -float(act_dim)  # SAC's default
         one = np.ones(act_dim, dtype=np.float32)
         self.policy = copy.deepcopy(base) if base is not None else SquashedGaussianPolicy(obs_dim, act_dim, -one, one, cfg.hidden)  # fmt: skip
 
@@ -141,8 +150,9 @@ class ResidualSAC(GaussianSAC):
 
     def __init__(self, obs_dim: int, act_dim: int, cfg: ImproveConfig, base=None):
         nn.Module.__init__(self)
-        if base is None:
-            raise ValueError("base: the residual method needs the frozen BC policy")
+        if not isinstance(base, nn.Module) or isinstance(base, SquashedGaussianPolicy):
+            raise ValueError(f"base: expected the frozen deterministic BC policy obs → action, got {type(base)}")  # fmt: skip
+        self.target_entropy = -float(act_dim)
         self.base = copy.deepcopy(base).requires_grad_(False)
         s = np.full(act_dim, cfg.residual_scale, dtype=np.float32)
         self.policy = SquashedGaussianPolicy(obs_dim + act_dim, act_dim, -s, s, cfg.hidden)
@@ -168,6 +178,9 @@ class EXPO(nn.Module):
         s = np.full(act_dim, cfg.edit_scale, dtype=np.float32)
         self.edit = SquashedGaussianPolicy(obs_dim + act_dim, act_dim, -s, s, cfg.hidden)
         self.n, self.select = cfg.n_samples, cfg.select
+        # the paper's code targets −dim/2 for the unscaled edit in [−1, 1]; scaled by edit_scale
+        # its entropy shifts by dim · log(edit_scale) (−dim would be above the box's maximum)
+        self.target_entropy = -act_dim / 2 + act_dim * math.log(cfg.edit_scale)
 
     def base_actions(self, obs: Tensor, n: int) -> Tensor:
         """``[B, n, d]`` base actions, ``n`` per state, clipped to ``[−1, 1]``."""
@@ -296,7 +309,7 @@ def train_improver(
     q_opt = torch.optim.Adam(critic.parameters(), lr=cfg.q_lr)
     pi_opt = torch.optim.Adam([p for p in agent.parameters() if p.requires_grad], lr=cfg.lr)
     alpha_opt = torch.optim.Adam([log_alpha], lr=cfg.q_lr) if cfg.autotune else None
-    target_entropy = -float(act_dim) if cfg.target_entropy is None else cfg.target_entropy
+    target_entropy = agent.target_entropy if cfg.target_entropy is None else cfg.target_entropy
     rng = np.random.default_rng(cfg.seed)
 
     def evaluate(step: int, since: dict, start: float, last: tuple) -> dict:

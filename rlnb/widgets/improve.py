@@ -65,7 +65,7 @@ def edit_field_explorer(run: Improver, n_samples: int = 4, show: str = "edit") -
         ax.set(xlim=(-1, 1), ylim=(-1, 1), aspect="equal", xlabel="$x$", ylabel="$y$")
         ax.set_title(
             f"{'the correction Δ(s, a_base)' if show == 'edit' else show + ' action'}"
-            f"   N = {n_samples}\nmean Q̄ gain of the edit {out['gain']:+.3f}",
+            f"   N = {n_samples}\nmean change of Q̄ by the edit {out['gain']:+.3f}",
             fontsize=10,
         )
         return fig
