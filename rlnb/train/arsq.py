@@ -137,7 +137,7 @@ def train_soft_q(
         out = rollout(lambda o: model.act(torch.as_tensor(o, device=device)).cpu().numpy(), eval_episodes, seed=10_000 + step)  # fmt: skip
         return {
             "step": step,
-            "loss": float(np.mean(losses)) if losses else np.nan,
+            "loss": torch.stack(losses).mean().item() if losses else np.nan,
             "heldout_td": float((q - y).square().mean()),
             "constant_td": float(y.var(unbiased=False)),
             "success": float(out["success"].mean()),
@@ -157,7 +157,7 @@ def train_soft_q(
         loss.backward()
         opt.step()
         polyak_update(target, model, tau)
-        losses.append(loss.item())
+        losses.append(loss.detach())
         if step % eval_every == 0 or step == steps:
             history.append(evaluate(step, losses, start))
             losses = []

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from rlnb.decoding.diffusion import ancestral_sample
 from rlnb.envs.reach import demonstrations, expert_action, rollout
 from rlnb.models.continuous import SquashedGaussianPolicy
 from rlnb.models.diffusion import GaussianDiffusion, NoiseMLP
@@ -92,7 +93,6 @@ def _fit(loss_fn, params, steps: int, lr: float = 1e-3) -> list[float]:
 def torch_policy(module, kind: str):
     """``f(obs numpy) → actions numpy`` of a BC policy: ``"diffusion"`` one sample, ``"gaussian"``
     the mean action, ``"deterministic"`` the output."""
-    from rlnb.decoding.diffusion import ancestral_sample
 
     @torch.no_grad()
     def f(obs):

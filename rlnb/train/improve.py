@@ -27,9 +27,9 @@ Each is a class registered by name in ``METHODS``:
 
 ``history`` rows: ``step``, ``success`` and ``steps_to_goal`` of the evaluation policy over
 ``eval_episodes`` batched episodes of the reach task (``rlnb.envs.reach.rollout``), ``td_error``,
-``target_var`` and ``q_bias`` on those episodes (``critic_error``), ``train_success`` of the training episodes since the last row, ``alpha``, ``critic_loss``,
-``seconds`` (wall time so far) and ``ms_per_step`` (wall time per environment step, update
-included, since the last row).
+``target_var`` and ``q_bias`` on those episodes (``critic_error``), ``train_success`` of the
+training episodes since the last row, ``alpha``, ``critic_loss``, ``seconds`` (wall time so far)
+and ``ms_per_step`` (wall time per environment step, update included, since the last row).
 """
 
 from __future__ import annotations
@@ -312,7 +312,7 @@ def train_improver(
     target_entropy = agent.target_entropy if cfg.target_entropy is None else cfg.target_entropy
     rng = np.random.default_rng(cfg.seed)
 
-    def evaluate(step: int, since: dict, start: float, last: tuple) -> dict:
+    def evaluate(step: int, since: dict, start: float, last_step: int) -> dict:
         out = rollout(run.policy(greedy=True), cfg.eval_episodes, seed=10_000 + step)
         now = time.perf_counter()
         return {
@@ -322,14 +322,15 @@ def train_improver(
             **critic_error(out, agent, critic_target, log_alpha.exp().detach(), cfg.gamma, device),
             "train_success": float(np.mean(since["finished"])) if since["finished"] else np.nan,
             "alpha": log_alpha.exp().item(),
-            "critic_loss": float(np.mean(since["loss"])) if since["loss"] else np.nan,
+            "critic_loss": torch.stack(since["loss"]).mean().item() if since["loss"] else np.nan,
             "seconds": now - start,
-            "ms_per_step": 1e3 * (since["time"]) / max(step - last[0], 1),
+            "ms_per_step": 1e3 * since["time"] / max(step - last_step, 1),
         }
 
     def update(policy_step: bool) -> float:
         """One critic step on a batch of the buffer, then (``policy_step``) one policy step and
-        one temperature step; Polyak averaging. Returns the critic's loss."""
+        one temperature step; Polyak averaging. Returns the critic's loss (a tensor: no host
+        sync per step)."""
         idx = torch.as_tensor(rng.integers(run.size, size=cfg.batch_size), device=device)
         s, a, r, s2, d = (buffer[k][idx] for k in KEYS)
         alpha = log_alpha.exp().detach()
@@ -351,13 +352,13 @@ def train_improver(
                 temperature_loss(log_alpha, log_prob, target_entropy).backward()
                 alpha_opt.step()
         polyak_update(critic_target, critic, cfg.tau)
-        return loss.item()
+        return loss.detach()
 
     start = time.perf_counter()
     pretrain = [update(False) for _ in progress_bar(range(cfg.pretrain_steps), desc="critic on offline data", enabled=progress and cfg.pretrain_steps > 0)]  # fmt: skip
     obs_np, _ = envs.reset(seed=cfg.seed)
     since = {"finished": [], "loss": pretrain[-100:], "time": 0.0}
-    history = [evaluate(0, since, start, (0,))]
+    history = [evaluate(0, since, start, 0)]
     since = {"finished": [], "loss": [], "time": 0.0}
     bar = progress_bar(total=cfg.total_steps, desc=cfg.method, enabled=progress)
     for step in range(1, cfg.total_steps + 1):
@@ -382,7 +383,7 @@ def train_improver(
         since["time"] += time.perf_counter() - tick
         bar.update(1)
         if step % cfg.eval_every == 0 or step == cfg.total_steps:
-            history.append(evaluate(step, since, start, (history[-1]["step"],)))
+            history.append(evaluate(step, since, start, history[-1]["step"]))
             bar.set_postfix(success=f"{history[-1]['success']:.2f}")
             since = {"finished": [], "loss": [], "time": 0.0}
     bar.close()
