@@ -1,0 +1,213 @@
+"""Notebook 07b's pieces: the distracted point mass and its exact value, VaGraM against maximum
+likelihood, and TCRL's representation against an autoencoder."""
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from rlnb.envs.point_mass import DistractedPointMass
+from rlnb.train.representation import (
+    MRQ_SUPPORT,
+    LatentModel,
+    consistency_loss,
+    fit_value_head,
+    mrq_loss,
+    tcrl_loss,
+    train_representation,
+)
+from rlnb.train.vagram import (
+    DynamicsModel,
+    mle_loss,
+    planning_regret,
+    train_model,
+    vagram_loss,
+    value_error,
+    value_gradient_weights,
+)
+
+
+class TrueModel(nn.Module):
+    def __init__(self, env):
+        super().__init__()
+        self.env = env
+
+    def forward(self, states, actions):
+        return self.env.step(states, actions)[0]
+
+
+def test_riccati_solution_and_optimal_value():
+    env = DistractedPointMass(distractors=3, seed=1)
+    A, B, g, c, P = env.A, env.B, env.gamma, env.action_cost, env.P
+    rhs = (
+        torch.eye(2)
+        + g * A.T @ P @ A
+        - g**2 * A.T @ P @ B @ torch.linalg.solve(c + g * B.T @ P @ B, B.T @ P @ A)
+    )
+    assert torch.allclose(rhs, P, atol=1e-4)
+    gen = torch.Generator().manual_seed(0)
+    s = env.sample_states(64, gen)
+    # V*(s) = Q*(s, a*(s)) and no action does better
+    assert torch.allclose(env.q_value(s, env.optimal_action(s)), env.value(s), atol=1e-4)
+    for a in torch.linspace(-5, 5, 11):
+        assert (env.q_value(s, a.expand(64, 1)) <= env.value(s) + 1e-4).all()
+
+
+def test_optimal_value_is_the_discounted_return_of_the_optimal_policy():
+    env = DistractedPointMass(distractors=2, seed=0)
+    s0 = torch.tensor([[0.7, -0.4, 0.1, 0.2], [-1.0, 1.0, -0.5, 0.9]])
+    for i in range(2):
+        s, ret = s0[i : i + 1], 0.0
+        for t in range(300):  # γ^300 ≈ 2e-14
+            a = env.optimal_action(s)
+            s, r = env.step(s, a)
+            ret += env.gamma**t * float(r)
+        assert math.isclose(ret, float(env.value(s0[i : i + 1])), rel_tol=1e-4)
+
+
+def test_distractors_touch_neither_reward_nor_position():
+    env = DistractedPointMass(distractors=4, seed=0)
+    gen = torch.Generator().manual_seed(0)
+    s = env.sample_states(8, gen)
+    a = torch.rand(8, 1, generator=gen)
+    other = s.clone()
+    other[:, 2:] = env.sample_states(8, gen)[:, 2:]
+    (n1, r1), (n2, r2) = env.step(s, a), env.step(other, a)
+    assert torch.equal(r1, r2) and torch.equal(n1[:, :2], n2[:, :2])
+    assert torch.equal(env.value(s), env.value(other))
+    chunks = env.trajectories(5, 4, gen)
+    assert chunks.states.shape == (5, 4, 6) and chunks.rewards.shape == (5, 4)
+    assert torch.equal(chunks.next_states[:, :-1], chunks.states[:, 1:])
+
+
+@pytest.mark.parametrize(
+    "kwargs", [{"distractors": -1}, {"gamma": 1.0}, {"dt": 0.0}, {"action_cost": 0}]
+)
+def test_point_mass_rejects_bad_arguments(kwargs):
+    with pytest.raises(ValueError):
+        DistractedPointMass(**kwargs)
+
+
+def test_value_gradient_weights_and_losses_against_loops():
+    env = DistractedPointMass(distractors=3, seed=0)
+    gen = torch.Generator().manual_seed(1)
+    s_next = env.sample_states(6, gen)
+    pred = s_next + 0.1 * torch.randn(6, 5, generator=gen)
+    w = value_gradient_weights(env.value, s_next)
+    for n in range(6):
+        x = s_next[n, :2]
+        grad = -2 * env.P @ x  # ∇(−xᵀPx)
+        assert torch.allclose(w[n, :2], grad**2, atol=1e-5)
+        assert torch.equal(w[n, 2:], torch.zeros(3))
+    vagram = (
+        sum(
+            float(w[n, i]) * float(pred[n, i] - s_next[n, i]) ** 2
+            for n in range(6)
+            for i in range(5)
+        )
+        / 6
+    )
+    mle = sum(float(pred[n, i] - s_next[n, i]) ** 2 for n in range(6) for i in range(5)) / 6
+    assert math.isclose(float(vagram_loss(pred, s_next, env.value)), vagram, rel_tol=1e-5)
+    assert math.isclose(float(mle_loss(pred, s_next)), mle, rel_tol=1e-5)
+
+
+def test_a_true_model_has_no_value_error_and_plans_optimally():
+    env = DistractedPointMass(distractors=2, seed=0)
+    gen = torch.Generator().manual_seed(0)
+    batch = env.transitions(256, gen)
+    assert value_error(TrueModel(env), env.value, batch) == 0.0
+    regret = planning_regret(TrueModel(env), env, batch.states)
+    assert 0.0 <= regret < 2e-3  # only the action grid's resolution
+    assert planning_regret(DynamicsModel(env.state_dim), env, batch.states) > 10 * regret
+
+
+def test_vagram_beats_maximum_likelihood_with_distractors():
+    env = DistractedPointMass(distractors=8, seed=0)
+    gen = torch.Generator().manual_seed(0)
+    data, test = env.transitions(2048, gen), env.transitions(512, gen)
+    errors = {}
+    for loss in ("mle", "vagram"):
+        history, _ = train_model(env, data, test, loss=loss, steps=600, eval_every=300)
+        errors[loss] = history["value_error"].iloc[-1]
+        assert history["loss"].iloc[-1] < history["loss"].iloc[0] or loss == "mle"
+    assert errors["vagram"] < 0.5 * errors["mle"], errors
+    with pytest.raises(ValueError, match="loss"):
+        train_model(env, data, test, loss="vaml")
+
+
+def test_consistency_loss_values():
+    z = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 2.0]])
+    t = torch.tensor([[3.0, 0.0], [-1.0, 0.0], [1.0, 0.0]])
+    assert torch.allclose(consistency_loss(z, t), torch.tensor([0.0, 4.0, 2.0]))
+
+
+def test_tcrl_loss_against_a_plain_loop():
+    env = DistractedPointMass(distractors=1, seed=0)
+    gen = torch.Generator().manual_seed(0)
+    chunk = env.trajectories(3, 2, gen)
+    torch.manual_seed(0)
+    enc, target, model = nn.Linear(3, 2), nn.Linear(3, 2), LatentModel(2, 1, (8,))
+    rho = 0.5
+    total = 0.0
+    for h in range(2):
+        per_row = []
+        for n in range(3):
+            z = enc(chunk.states[n, 0])
+            for k in range(h + 1):
+                z, r_hat = model(z.unsqueeze(0), chunk.actions[n, k].unsqueeze(0))
+                z = z[0]
+            zt = target(chunk.next_states[n, h])
+            cos = float((z @ zt).detach()) / float((z.norm() * zt.norm()).detach())
+            per_row.append(2 - 2 * cos + (float(r_hat.detach()) - float(chunk.rewards[n, h])) ** 2)
+        total += rho**h * sum(per_row) / 3
+    assert math.isclose(float(tcrl_loss(enc, target, model, chunk, rho)), total / 2, rel_tol=1e-4)
+
+
+def test_mrq_loss_against_a_plain_loop():
+    env = DistractedPointMass(distractors=1, seed=0)
+    chunk = env.trajectories(3, 2, torch.Generator().manual_seed(0))
+    torch.manual_seed(0)
+    enc, target = nn.Linear(3, 2), nn.Linear(3, 2)
+    model = LatentModel(2, 1, (8,), reward_dim=len(MRQ_SUPPORT))
+    total = 0.0
+    for h in range(2):
+        for n in range(3):
+            z = enc(chunk.states[n, 0]).unsqueeze(0)
+            for k in range(h + 1):
+                z, logits = model(z, chunk.actions[n, k].unsqueeze(0))
+            zt = target(chunk.next_states[n, h])
+            dyn = float(((z[0] - zt) ** 2).mean().detach())
+            # two-hot by hand: the two bins around r, weights by linear interpolation
+            r = float(chunk.rewards[n, h])
+            i = max(j for j in range(len(MRQ_SUPPORT)) if float(MRQ_SUPPORT[j]) <= r)
+            lo, hi = float(MRQ_SUPPORT[i]), float(MRQ_SUPPORT[i + 1])
+            w = (r - lo) / (hi - lo)
+            logp = torch.log_softmax(logits[0].detach(), -1)
+            ce = -((1 - w) * float(logp[i]) + w * float(logp[i + 1]))
+            total += (dyn + 0.1 * ce) / 3
+    assert math.isclose(float(mrq_loss(enc, target, model, chunk)), total, rel_tol=1e-4)
+
+
+@pytest.mark.parametrize("method", ["tcrl", "mrq"])
+def test_latent_models_learn_features_that_beat_an_untrained_encoder(method):
+    env = DistractedPointMass(distractors=16, seed=0)
+    gen = torch.Generator().manual_seed(0)
+    chunks = env.trajectories(2048, 3, gen)
+    labelled, test = env.sample_states(128, gen), env.sample_states(512, gen)
+    errors = {}
+    for name in (method, "random"):
+        history, encoder = train_representation(chunks, name, steps=1500)
+        if name == "random":
+            assert history.empty
+        else:  # the target moves, so the loss need not fall; it stays finite
+            assert len(history) == 15 and history["loss"].notna().all()
+        fit, _ = fit_value_head(
+            encoder(labelled), env.value(labelled), encoder(test), env.value(test), steps=1000
+        )
+        errors[name] = fit["test_mse"].iloc[-1]
+    assert errors[method] < 0.5 * errors["random"], errors
+    assert errors[method] < fit["constant_mse"].iloc[-1]
+    with pytest.raises(ValueError, match="method"):
+        train_representation(chunks, "vae")
