@@ -327,7 +327,13 @@ def on_the_fly_target_max_then_min(reward, next_q, terminated, truncated, gamma)
     return reward + gamma * (~terminated) * value
 
 
+def quadratic_vagram_loss_assumes_symmetric(predicted, next_states, P):
+    slope = -2 * next_states[:, :2] @ P.T
+    return ((slope**2) * (predicted[:, :2] - next_states[:, :2]) ** 2).sum(-1).mean()
+
+
 WRONG = [
+    ("quadratic_vagram_loss", "non-symmetric P", quadratic_vagram_loss_assumes_symmetric),
     ("on_the_fly_target", "critics disagree", on_the_fly_target_max_then_min),
     ("soft_value", "small α", soft_value_overflows),
     ("soft_q_target", "truncated steps", soft_target_truncation_as_termination),

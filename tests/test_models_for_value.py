@@ -162,7 +162,9 @@ def test_tcrl_loss_against_a_plain_loop():
             cos = float((z @ zt).detach()) / float((z.norm() * zt.norm()).detach())
             per_row.append(2 - 2 * cos + (float(r_hat.detach()) - float(chunk.rewards[n, h])) ** 2)
         total += rho**h * sum(per_row) / 3
-    assert math.isclose(float(tcrl_loss(enc, target, model, chunk, rho)), total / 2, rel_tol=1e-4)
+    assert math.isclose(
+        float(tcrl_loss(enc, target, model, chunk, rho).detach()), total / 2, rel_tol=1e-4
+    )
 
 
 def test_mrq_loss_against_a_plain_loop():
@@ -187,7 +189,7 @@ def test_mrq_loss_against_a_plain_loop():
             logp = torch.log_softmax(logits[0].detach(), -1)
             ce = -((1 - w) * float(logp[i]) + w * float(logp[i + 1]))
             total += (dyn + 0.1 * ce) / 3
-    assert math.isclose(float(mrq_loss(enc, target, model, chunk)), total, rel_tol=1e-4)
+    assert math.isclose(float(mrq_loss(enc, target, model, chunk).detach()), total, rel_tol=1e-4)
 
 
 @pytest.mark.parametrize("method", ["tcrl", "mrq"])
@@ -211,3 +213,33 @@ def test_latent_models_learn_features_that_beat_an_untrained_encoder(method):
     assert errors[method] < fit["constant_mse"].iloc[-1]
     with pytest.raises(ValueError, match="method"):
         train_representation(chunks, "vae")
+
+
+def test_distractor_errors_is_pure_and_the_explorer_redraws():
+    import pandas as pd
+
+    from rlnb.widgets import distractor_errors, distractor_explorer
+
+    table = pd.DataFrame(
+        [
+            {"distractors": n, "loss": loss, "seed": s, "value_error": (1 + n) * (s + 1) * (10 if loss == "mle" else 1), "mse": 1.0, "regret": 0.1}
+            for n in (0, 4, 8)
+            for loss in ("mle", "vagram")
+            for s in (0, 1)
+        ]
+    )  # fmt: skip
+    out = distractor_errors(table, 4)
+    assert out == distractor_errors(table, 4)
+    assert out["counts"] == [0, 4, 8]
+    assert out["at"] == {"mle": 75.0, "vagram": 7.5}  # mean over seeds of 5·1·10 and 5·2·10
+    assert out["curves"]["vagram"] == [1.5, 7.5, 13.5]
+    with pytest.raises(ValueError, match="distractors"):
+        distractor_errors(table, 3)
+    with pytest.raises(ValueError, match="metric"):
+        distractor_errors(table, 4, "return")
+    box = distractor_explorer(table)
+    controls = box.children[1].children
+    assert [c.description for c in controls] == ["distractors", "metric"]
+    assert controls[0].value == 4
+    controls[0].value = 8  # fires the callback; must not raise
+    controls[1].value = "regret"

@@ -45,6 +45,7 @@ from rlnb.models.value import bellman_target
 from rlnb.train.offline import edge_of_reach
 from rlnb.train.planning import mdvi_values, soft_max
 from rlnb.train.tabular import td0_prediction
+from rlnb.train.vagram import vagram_loss as _vagram_loss
 
 
 def exercise(notebook: str, expected, hints: tuple[str, ...], **tolerance):
@@ -914,4 +915,31 @@ def cases_on_the_fly_target(gen) -> list[Case]:
         Case("critics agree", "the value of the next state is its best candidate's Q̄", dict(reward=reward, next_q=same, terminated=no, truncated=no, gamma=0.9)),
         Case("critics disagree", "score each candidate by min_i Q̄_i first, then take the max over candidates (min of maxima is another number)", dict(reward=reward, next_q=disagree, terminated=no, truncated=no, gamma=0.9)),
         Case("terminal and truncated steps", "after a terminal step y = r; a truncated step bootstraps as usual", dict(reward=reward, next_q=disagree, terminated=ends, truncated=ends.roll(1), gamma=0.9)),
+    ]  # fmt: skip
+
+
+def _quadratic_vagram_loss(predicted, next_states, P):
+    return _vagram_loss(predicted, next_states, lambda s: -((s[..., :2] @ P) * s[..., :2]).sum(-1))
+
+
+@exercise(
+    "07b",
+    _quadratic_vagram_loss,
+    (
+        "VaGraM weights the squared error of each coordinate by the squared slope of the value "
+        "there, taken at the true next state: L = mean over rows of Σ_i (∂V/∂s_i(s'))² (f̂_i − s'_i)².",
+        "For V(s) = −xᵀPx with x = s[:, :2], ∇_x V = −(P + Pᵀ) x: that is −2Px only when P is "
+        "symmetric. The distractor coordinates s[:, 2:] do not enter V, so their slope is 0.",
+    ),
+)
+def cases_quadratic_vagram_loss(gen) -> list[Case]:
+    N = 6
+    sym = torch.tensor([[2.0, 0.5], [0.5, 1.0]])
+    skew = torch.tensor([[2.0, 1.5], [-0.5, 1.0]])
+    s2 = torch.randn(N, 2, generator=gen)
+    s5 = torch.randn(N, 5, generator=gen)
+    return [
+        Case("symmetric P, no distractors", "the weight of coordinate i is (∂V/∂x_i)², the slope at s'", dict(predicted=s2 + 0.3 * torch.randn(N, 2, generator=gen), next_states=s2, P=sym)),
+        Case("distractors", "coordinates the value ignores have slope 0: their error costs nothing", dict(predicted=s5 + 0.3 * torch.randn(N, 5, generator=gen), next_states=s5, P=sym)),
+        Case("non-symmetric P", "∇(xᵀPx) = (P + Pᵀ) x, not 2Px", dict(predicted=s2 + 0.3 * torch.randn(N, 2, generator=gen), next_states=s2, P=skew)),
     ]  # fmt: skip

@@ -403,3 +403,15 @@ def on_the_fly_target(reward, next_q, terminated, truncated, gamma):
         best = max(min(next_q[0, b, j], next_q[1, b, j]) for j in range(next_q.shape[2]))
         y[b] = reward[b] + (0.0 if terminated[b] else gamma * best)
     return y
+
+
+def quadratic_vagram_loss(predicted, next_states, P):
+    """Row by row, coordinate by coordinate: the slope of V(s) = −xᵀPx at the true next state,
+    squared, times the squared error of the prediction there."""
+    total = 0.0
+    for n in range(len(next_states)):
+        x = next_states[n, :2]
+        slope = -(P + P.T) @ x  # ∇_x(−xᵀPx); the distractors' slope is 0
+        for i in range(2):
+            total += float(slope[i]) ** 2 * float(predicted[n, i] - next_states[n, i]) ** 2
+    return torch.tensor(total / len(next_states))

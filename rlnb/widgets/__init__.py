@@ -22,6 +22,7 @@ from rlnb.widgets.lambda_return import (
     lambda_return_explorer,
     lambda_return_weights,
 )
+from rlnb.widgets.models import distractor_errors, distractor_explorer
 from rlnb.widgets.offline import offline_explorer, offline_values
 from rlnb.widgets.planning import mdvi_curves, mdvi_explorer
 from rlnb.widgets.reasoner import passk_explorer, passk_table
@@ -37,6 +38,8 @@ __all__ = [
     "aggregation_explorer",
     "aggregation_weights",
     "batch_weights_explorer",
+    "distractor_errors",
+    "distractor_explorer",
     "edit_field",
     "edit_field_explorer",
     "explorer",
