@@ -243,3 +243,98 @@ def test_distractor_errors_is_pure_and_the_explorer_redraws():
     assert controls[0].value == 4
     controls[0].value = 8  # fires the callback; must not raise
     controls[1].value = "regret"
+
+
+# ---- action-free trajectories: inverse-dynamics labels and value pretraining ----------------
+
+
+class TrueQ(nn.Module):
+    def __init__(self, env):
+        super().__init__()
+        self.env = env
+
+    def forward(self, states, actions):
+        return self.env.q_value(states, actions)
+
+
+def test_greedy_actions_and_max_q_against_loops():
+    from rlnb.train.action_free import greedy_actions, max_q
+
+    env = DistractedPointMass(distractors=1, seed=0)
+    states = env.sample_states(5, torch.Generator().manual_seed(0))
+    grid = torch.linspace(-2, 2, 9)
+    q = TrueQ(env)
+    chosen, best = greedy_actions(q, states, grid), max_q(q, states, grid)
+    for n in range(5):
+        values = [float(env.q_value(states[n : n + 1], a.view(1, 1))) for a in grid]
+        k = max(range(9), key=lambda i: values[i])
+        assert float(chosen[n]) == float(grid[k])
+        assert math.isclose(float(best[n]), values[k], rel_tol=1e-6)
+
+
+def test_greedy_regret_is_zero_for_the_true_q_and_positive_otherwise():
+    from rlnb.train.action_free import EncodedQ, greedy_regret, q_error
+    from rlnb.train.representation import make_encoder
+
+    env = DistractedPointMass(distractors=2, seed=0)
+    gen = torch.Generator().manual_seed(0)
+    states, grid = env.sample_states(256, gen), torch.linspace(-3, 3, 25)
+    assert greedy_regret(TrueQ(env), env, states, grid) == 0.0
+    assert q_error(TrueQ(env), env, states, torch.zeros(256, 1)) == 0.0
+    torch.manual_seed(0)
+    assert greedy_regret(EncodedQ(make_encoder(4, 8), 8), env, states, grid) > 0.1
+
+
+def test_inverse_dynamics_recovers_the_actions():
+    from rlnb.train.action_free import fit_inverse_dynamics, label_actions
+
+    env = DistractedPointMass(distractors=4, seed=0)
+    gen = torch.Generator().manual_seed(0)
+    labelled, free = (
+        env.transitions(128, gen, max_action=3.0),
+        env.transitions(512, gen, max_action=3.0),
+    )
+    idm = fit_inverse_dynamics(labelled)
+    labels = label_actions(idm, free)
+    assert torch.equal(labels.states, free.states) and torch.equal(labels.rewards, free.rewards)
+    error = float((labels.actions - free.actions).abs().mean())
+    assert error < 0.1 * float(free.actions.abs().mean()), error
+
+
+def test_value_pretraining_learns_the_behaviour_value_without_actions():
+    from rlnb.train.action_free import pretrain_value
+
+    env = DistractedPointMass(distractors=2, seed=0)
+    free = env.transitions(2048, torch.Generator().manual_seed(0), max_action=3.0)
+    free_no_actions = free._replace(actions=torch.full_like(free.actions, float("nan")))
+    history, encoder = pretrain_value(free_no_actions, env.gamma, steps=500)  # never reads actions
+    assert history["td_loss"].notna().all()
+    assert history["td_loss"].iloc[-1] < history["td_loss"].iloc[0]
+    assert encoder(free.states[:4]).shape == (4, 8)
+
+
+def test_action_free_comparison_runs_each_arm_and_labels_help():
+    from rlnb.train.action_free import ARMS, action_free_comparison
+
+    env = DistractedPointMass(distractors=4, seed=0)
+    gen = torch.Generator().manual_seed(0)
+    labelled = env.transitions(64, gen, max_action=3.0)
+    free = env.transitions(1024, gen, max_action=3.0)
+    test = env.sample_states(256, gen)
+    table, histories = action_free_comparison(
+        env,
+        labelled,
+        free,
+        test,
+        torch.linspace(-3, 3, 13),
+        arms=("none", "inverse dynamics"),
+        steps=600,
+        pretrain_steps=100,
+    )
+    assert list(table.index) == ["none", "inverse dynamics"]
+    assert table.loc["inverse dynamics", "transitions"] == 64 + 1024
+    assert table.loc["inverse dynamics", "regret"] < 0.5 * table.loc["none", "regret"], table
+    assert set(histories) == {"none", "inverse dynamics"} and "q_mse" in histories["none"]
+    assert set(ARMS) >= {"value pretraining", "reconstruction pretraining", "all actions"}
+    with pytest.raises(ValueError, match="arms"):
+        action_free_comparison(env, labelled, free, test, torch.linspace(-1, 1, 3), arms=("video",))
