@@ -36,6 +36,13 @@ class Batch(NamedTuple):
     next_states: Tensor
 
 
+def on_grid(fn, states: Tensor, actions: Tensor) -> Tensor:
+    """``fn(s, a)`` for every state ``[N, D]`` and every action of the grid ``actions [K]``:
+    ``[N, K]`` (``fn`` maps ``[M, D]``, ``[M, 1]`` to ``[M]``)."""
+    n, k = states.shape[0], actions.numel()
+    return fn(states.repeat_interleave(k, 0), actions.repeat(n).unsqueeze(-1)).view(n, k)
+
+
 class DistractedPointMass:
     """The task of the module docstring with ``distractors`` extra coordinates. ``omega`` sets
     how wiggly the distractors' map is; ``action_cost`` is ``c``."""

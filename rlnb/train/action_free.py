@@ -10,10 +10,12 @@ arms differ only in what they bring to it:
 - ``none``: the labelled transitions alone, from a fresh network.
 - ``inverse dynamics``: ``â = g_ψ(s, s')``, fit on the labelled transitions by least squares,
   labels the action-free ones; fitted Q-learning then runs on both.
-- ``value pretraining`` (V-PTR's mechanism): an encoder ``φ`` and a head are fit by TD(0) to the
+- ``value pretraining`` (V-PTR-style: plain TD(0) on the data's own behaviour, where V-PTR learns
+  intent-conditioned values from video): an encoder ``φ`` and a head are fit by TD(0) to the
   value of the action-free data's own behaviour, ``V(s) ← r + γ V̄(s')``, which needs no actions;
   ``Q(s, a) = h([φ(s), a])`` then starts from that ``φ`` and learns on the labelled transitions.
 - ``reconstruction pretraining``: the same, with ``φ`` from an autoencoder of the states.
+- ``all actions``: every transition with its true action, a fresh network (a reference).
 
 Differences from the papers: states, not video frames or images (V-PTR pretrains on internet
 video with intent-conditioned values, then runs CQL on robot data); fitted Q-learning with no
@@ -29,9 +31,10 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
-from rlnb.envs.point_mass import Batch, DistractedPointMass
+from rlnb.envs.point_mass import Batch, DistractedPointMass, on_grid
 from rlnb.models.value import MLP, polyak_update
 from rlnb.progress import progress_bar
+from rlnb.train.offline import concat
 from rlnb.train.representation import make_encoder, train_representation
 
 
@@ -49,35 +52,26 @@ class EncodedQ(nn.Module):
 
 def greedy_actions(q: nn.Module, states: Tensor, actions: Tensor) -> Tensor:
     """``argmax_a Q(s, a)`` over the grid ``actions [K]``: ``[N, 1]``."""
-    n, k = states.shape[0], actions.numel()
-    values = q(states.repeat_interleave(k, 0), actions.repeat(n).unsqueeze(-1)).view(n, k)
-    return actions[values.argmax(-1)].unsqueeze(-1)
+    return actions[on_grid(q, states, actions).argmax(-1)].unsqueeze(-1)
 
 
 def max_q(q: nn.Module, states: Tensor, actions: Tensor) -> Tensor:
     """``max_a Q(s, a)`` over the grid ``actions [K]``: ``[N]``."""
-    n, k = states.shape[0], actions.numel()
-    return (
-        q(states.repeat_interleave(k, 0), actions.repeat(n).unsqueeze(-1)).view(n, k).max(-1).values
-    )
+    return on_grid(q, states, actions).max(-1).values
 
 
 def greedy_regret(q: nn.Module, env: DistractedPointMass, states: Tensor, actions: Tensor) -> float:
     """``E [max_{a ∈ grid} Q*(s, a) − Q*(s, â)]`` with ``â`` greedy in ``q``: what acting on
     ``q`` loses in the true task against the best action of the same grid (≥ 0)."""
     with torch.no_grad():
-        n, k = states.shape[0], actions.numel()
-        best = (
-            env.q_value(states.repeat_interleave(k, 0), actions.repeat(n).unsqueeze(-1))
-            .view(n, k)
-            .max(-1)
-            .values
-        )
+        best = on_grid(env.q_value, states, actions).max(-1).values
         return float((best - env.q_value(states, greedy_actions(q, states, actions))).mean())
 
 
 def q_error(q: nn.Module, env: DistractedPointMass, states: Tensor, actions: Tensor) -> float:
-    """``E (Q(s, a) − Q*(s, a))²`` at the given pairs (``actions [N, 1]``)."""
+    """``E (Q(s, a) − Q*(s, a))²`` at the given pairs (``actions [N, 1]``). ``Q*`` is the
+    unbounded-action optimum, so a learner that maximises over a bounded grid keeps a small floor
+    of error at the states whose best action lies outside the grid."""
     with torch.no_grad():
         return float(((q(states, actions) - env.q_value(states, actions)) ** 2).mean())
 
@@ -123,6 +117,10 @@ def fitted_q(data: Batch, q: nn.Module, gamma: float, actions: Tensor, steps: in
 def fit_inverse_dynamics(labelled: Batch, hidden=(64,), steps: int = 1000, lr: float = 3e-3,
                          seed: int = 0) -> nn.Module:  # fmt: skip
     """``g_ψ(s, s') ≈ a``, an MLP fit by full-batch least squares on ``labelled``."""
+    if steps < 1 or len(labelled.states) < 1:
+        raise ValueError(
+            f"steps, labelled: expected ≥ 1 step and transitions, got {steps}, {len(labelled.states)}"
+        )
     torch.manual_seed(seed)
     d = labelled.states.shape[-1]
     idm = MLP(2 * d, labelled.actions.shape[-1], hidden, activation=nn.ELU)
@@ -147,6 +145,10 @@ def pretrain_value(free: Batch, gamma: float, latent_dim: int = 8, hidden=(64,),
                    seed: int = 0):  # fmt: skip
     """V-PTR's pretraining, actions unused: ``v([φ(s)]) ← r + γ v̄(φ̄(s'))`` by TD(0) on
     ``free``. Returns ``(history, encoder)``; ``history`` has ``step`` and ``td_loss``."""
+    if steps < 1 or batch_size < 1:
+        raise ValueError(f"steps, batch_size: expected ≥ 1, got {steps}, {batch_size}")
+    if not 0.0 <= gamma < 1.0:
+        raise ValueError(f"gamma: expected in [0, 1), got {gamma}")
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     encoder = make_encoder(free.states.shape[-1], latent_dim, hidden)
@@ -170,10 +172,6 @@ def pretrain_value(free: Batch, gamma: float, latent_dim: int = 8, hidden=(64,),
     return pd.DataFrame(rows), encoder
 
 
-def _joined(*parts: Batch) -> Batch:
-    return Batch(*(torch.cat(fields) for fields in zip(*parts)))
-
-
 def no_pretraining(env, labelled, free, latent_dim, pretrain_steps, seed):
     """The labelled transitions alone, a fresh encoder."""
     return labelled, make_encoder(env.state_dim, latent_dim)
@@ -182,7 +180,7 @@ def no_pretraining(env, labelled, free, latent_dim, pretrain_steps, seed):
 def inverse_dynamics_labels(env, labelled, free, latent_dim, pretrain_steps, seed):
     """The labelled transitions and the action-free ones labelled by ``g_ψ``, a fresh encoder."""
     idm = fit_inverse_dynamics(labelled, seed=seed)
-    return _joined(labelled, label_actions(idm, free)), make_encoder(env.state_dim, latent_dim)
+    return concat(labelled, label_actions(idm, free)), make_encoder(env.state_dim, latent_dim)
 
 
 def value_pretraining(env, labelled, free, latent_dim, pretrain_steps, seed):
@@ -202,7 +200,7 @@ def reconstruction_pretraining(env, labelled, free, latent_dim, pretrain_steps, 
 
 def all_actions(env, labelled, free, latent_dim, pretrain_steps, seed):
     """An upper bound: every transition with its true action, a fresh encoder."""
-    return _joined(labelled, free), make_encoder(env.state_dim, latent_dim)
+    return concat(labelled, free), make_encoder(env.state_dim, latent_dim)
 
 
 ARMS = {

@@ -132,9 +132,10 @@ def rollout(
     return Transitions(*(torch.cat(c) for c in zip(*cols)))
 
 
-def concat(*parts: Transitions) -> Transitions:
-    """Transition streams laid end to end."""
-    return Transitions(*(torch.cat(c) for c in zip(*parts)))
+def concat(*parts):
+    """Batches of one NamedTuple type (``Transitions``, ``point_mass.Batch``, …) laid end to end,
+    field by field."""
+    return type(parts[0])(*(torch.cat(c) for c in zip(*parts)))
 
 
 def rollout_fqi(

@@ -41,7 +41,7 @@ from torch import Tensor, nn
 
 from rlnb.envs.point_mass import Batch
 from rlnb.estimators.distributional import symexp, two_hot
-from rlnb.models.value import MLP, polyak_update
+from rlnb.models.value import MLP, categorical_loss, polyak_update
 from rlnb.progress import progress_bar
 
 
@@ -98,7 +98,7 @@ def mrq_loss(encoder: nn.Module, target_encoder: nn.Module, model: LatentModel, 
     for h in range(chunk.states.shape[1]):
         z, logits = model(z, chunk.actions[:, h])
         dynamics = ((z - targets[:, h]) ** 2).mean()
-        reward = -(reward_targets[:, h] * F.log_softmax(logits, -1)).sum(-1).mean()
+        reward = categorical_loss(logits, reward_targets[:, h])
         total = total + dynamics + reward_weight * reward
     return total
 
@@ -112,10 +112,11 @@ class Representation(NamedTuple):
     """How one method learns an encoder: its ``loss(encoder, target, head, chunk)``, its
     ``head(state_dim, latent_dim, action_dim, hidden)``, how the target encoder follows the
     online one (``"ema"``, ``"copy"`` every ``copy_every`` steps, or ``None``), and whether the
-    encoder ends in a parameter-free LayerNorm and ELU (MR.Q's ``zs``)."""
+    encoder ends in a parameter-free LayerNorm and ELU (MR.Q's ``zs``). ``loss=None``: the encoder
+    is left at its initialisation."""
 
-    loss: Callable
-    head: Callable
+    loss: Callable | None
+    head: Callable | None
     target: str | None = None
     normalized: bool = False
 
@@ -140,7 +141,7 @@ REPRESENTATIONS = {
         ),
         head=lambda state, latent, action, hidden: MLP(latent, state, hidden, activation=nn.ELU),
     ),
-    "random": None,
+    "random": Representation(loss=None, head=None),
 }
 
 
@@ -175,12 +176,14 @@ def train_representation(chunks: Batch, method: str = "tcrl", latent_dim: int = 
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     spec, state_dim = REPRESENTATIONS[method], chunks.states.shape[-1]
-    encoder = make_encoder(state_dim, latent_dim, hidden, spec is not None and spec.normalized)
-    if spec is None:
+    encoder = make_encoder(state_dim, latent_dim, hidden, spec.normalized)
+    if spec.loss is None:
         return pd.DataFrame(columns=["step", "loss", "seconds"]), encoder.requires_grad_(False)
     if method == "tcrl":
         rewards = chunks.rewards
-        chunks = chunks._replace(rewards=(rewards - rewards.mean()) / rewards.std().clamp_min(1e-8))
+        chunks = chunks._replace(
+            rewards=(rewards - rewards.mean()) / rewards.std(unbiased=False).clamp_min(1e-8)
+        )
     target = copy.deepcopy(encoder).requires_grad_(False)
     head = spec.head(state_dim, latent_dim, chunks.actions.shape[-1], hidden)
     opt = torch.optim.Adam([*encoder.parameters(), *head.parameters()], lr=lr)
@@ -208,6 +211,11 @@ def fit_value_head(features: Tensor, values: Tensor, test_features: Tensor, test
     """Fit ``v_φ(z) ≈ V`` (MSE, full batch Adam) on frozen ``features``. Returns ``(history,
     head)``; ``history`` has ``step``, ``train_mse``, ``test_mse`` and ``constant_mse`` (the test
     error of the best constant, the training mean)."""
+    if steps < 1 or len(features) != len(values) or len(test_features) != len(test_values):
+        raise ValueError(
+            f"steps, features/values, test_features/test_values: expected ≥ 1 and matching lengths, got "
+            f"{steps}, {len(features)}/{len(values)}, {len(test_features)}/{len(test_values)}"
+        )
     torch.manual_seed(seed)
     head = MLP(features.shape[-1], 1, hidden, activation=nn.ELU)
     opt = torch.optim.Adam(head.parameters(), lr=lr)

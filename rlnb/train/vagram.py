@@ -23,7 +23,7 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
-from rlnb.envs.point_mass import Batch, DistractedPointMass
+from rlnb.envs.point_mass import Batch, DistractedPointMass, on_grid
 from rlnb.models.value import MLP
 from rlnb.progress import progress_bar
 
@@ -80,14 +80,17 @@ def planning_regret(model: nn.Module, env: DistractedPointMass, states: Tensor,
     """Plan one step in the model: ``â = argmax_a r(s, a) + γ V*(f̂(s, a))`` over ``n_actions``
     evenly spaced in ``±max_action``, then score it in the true task: ``E [V*(s) − Q*(s, â)]``
     (0 for a perfect model, up to the grid's resolution)."""
+    if n_actions < 1 or not max_action > 0:
+        raise ValueError(
+            f"n_actions, max_action: expected ≥ 1 and > 0, got {n_actions}, {max_action}"
+        )
     actions = torch.linspace(-max_action, max_action, n_actions)
-    n = states.shape[0]
-    s = states.repeat_interleave(n_actions, 0)
-    a = actions.repeat(n).unsqueeze(-1)
+
+    def planned(s, a):
+        return env.step(s, a)[1] + env.gamma * env.value(model(s, a))
+
     with torch.no_grad():
-        rewards = env.step(s, a)[1]
-        planned = (rewards + env.gamma * env.value(model(s, a))).view(n, n_actions)
-        chosen = actions[planned.argmax(-1)].unsqueeze(-1)
+        chosen = actions[on_grid(planned, states, actions).argmax(-1)].unsqueeze(-1)
         return float((env.value(states) - env.q_value(states, chosen)).mean())
 
 
@@ -132,6 +135,8 @@ def distractor_sweep(counts, losses=("mle", "vagram"), seeds=(0,), n_train: int 
     """For each distractor count, loss and seed: train a model and measure it. Rows:
     ``distractors, loss, seed, value_error, mse, regret`` (``planning_regret`` on the test
     states). The task and its data depend on ``seed`` only; both losses see the same data."""
+    if not len(counts) or min(counts) < 0:
+        raise ValueError(f"counts: expected distractor counts ≥ 0, got {list(counts)}")
     rows = []
     for n in counts:
         for seed in seeds:
