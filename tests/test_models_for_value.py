@@ -273,6 +273,18 @@ def test_greedy_actions_and_max_q_against_loops():
         assert math.isclose(float(best[n]), values[k], rel_tol=1e-6)
 
 
+def test_fitted_q_target_against_a_loop():
+    from rlnb.train.action_free import fitted_q_target
+
+    env = DistractedPointMass(distractors=1, seed=0)
+    batch = env.transitions(4, torch.Generator().manual_seed(1))
+    grid = torch.linspace(-1, 1, 5)
+    y = fitted_q_target(TrueQ(env), batch.rewards, batch.next_states, 0.5, grid)
+    for n in range(4):
+        best = max(float(env.q_value(batch.next_states[n : n + 1], a.view(1, 1))) for a in grid)
+        assert math.isclose(float(y[n]), float(batch.rewards[n]) + 0.5 * best, rel_tol=1e-6)
+
+
 def test_greedy_regret_is_zero_for_the_true_q_and_positive_otherwise():
     from rlnb.train.action_free import EncodedQ, greedy_regret, q_error
     from rlnb.train.representation import make_encoder

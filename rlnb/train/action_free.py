@@ -76,6 +76,13 @@ def q_error(q: nn.Module, env: DistractedPointMass, states: Tensor, actions: Ten
         return float(((q(states, actions) - env.q_value(states, actions)) ** 2).mean())
 
 
+@torch.no_grad()
+def fitted_q_target(target: nn.Module, rewards: Tensor, next_states: Tensor, gamma: float,
+                    actions: Tensor) -> Tensor:  # fmt: skip
+    """``y = r + γ max_{a' ∈ grid} Q̄(s', a')`` ``[N]`` (the task never ends)."""
+    return rewards + gamma * max_q(target, next_states, actions)
+
+
 def fitted_q(data: Batch, q: nn.Module, gamma: float, actions: Tensor, steps: int = 2000,
              batch_size: int = 256, lr: float = 1e-3, tau: float = 0.01, seed: int = 0,
              evaluate=None, eval_every: int = 250, progress: bool = False):  # fmt: skip
@@ -95,8 +102,7 @@ def fitted_q(data: Batch, q: nn.Module, gamma: float, actions: Tensor, steps: in
     rows, losses, start = [], [], time.perf_counter()
     for step in progress_bar(range(1, steps + 1), desc="fitted Q", enabled=progress):
         idx = torch.randint(len(data.states), (min(batch_size, len(data.states)),), generator=gen)
-        with torch.no_grad():
-            y = data.rewards[idx] + gamma * max_q(target, data.next_states[idx], actions)
+        y = fitted_q_target(target, data.rewards[idx], data.next_states[idx], gamma, actions)
         loss = ((q(data.states[idx], data.actions[idx]) - y) ** 2).mean()
         opt.zero_grad()
         loss.backward()
