@@ -73,11 +73,12 @@ class DistractedPointMass:
         P = torch.eye(2, dtype=torch.float64)
         for _ in range(iters):
             gain = g * torch.linalg.solve(c + g * B.T @ P @ B, B.T @ P @ A)
-            P_new = torch.eye(2, dtype=torch.float64) + g * A.T @ P @ A - g * A.T @ P @ B @ gain
-            if (P_new - P).abs().max() < tol:
-                P = P_new
+            P, P_old = (
+                torch.eye(2, dtype=torch.float64) + g * A.T @ P @ A - g * A.T @ P @ B @ gain,
+                P,
+            )
+            if (P - P_old).abs().max() < tol:
                 break
-            P = P_new
         K = g * torch.linalg.solve(c + g * B.T @ P @ B, B.T @ P @ A)
         return P.float(), K.float()
 

@@ -146,36 +146,29 @@ def label_actions(idm: nn.Module, free: Batch) -> Batch:
         return free._replace(actions=idm(torch.cat([free.states, free.next_states], -1)))
 
 
+class StateValue(nn.Module):
+    """``V(s)`` as a ``Q(s, a)`` that ignores ``a``, so ``fitted_q`` with a one-action grid is
+    TD(0) on ``V``."""
+
+    def __init__(self, encoder: nn.Module, latent_dim: int, hidden=(64,)):
+        super().__init__()
+        self.value = nn.Sequential(encoder, MLP(latent_dim, 1, hidden, activation=nn.ELU))
+
+    def forward(self, states: Tensor, actions: Tensor) -> Tensor:
+        return self.value(states).squeeze(-1)
+
+
 def pretrain_value(free: Batch, gamma: float, latent_dim: int = 8, hidden=(64,), steps: int = 2000,
                    batch_size: int = 256, lr: float = 1e-3, tau: float = 0.01,
                    seed: int = 0):  # fmt: skip
-    """V-PTR's pretraining, actions unused: ``v([φ(s)]) ← r + γ v̄(φ̄(s'))`` by TD(0) on
-    ``free``. Returns ``(history, encoder)``; ``history`` has ``step`` and ``td_loss``."""
-    if steps < 1 or batch_size < 1:
-        raise ValueError(f"steps, batch_size: expected ≥ 1, got {steps}, {batch_size}")
-    if not 0.0 <= gamma < 1.0:
-        raise ValueError(f"gamma: expected in [0, 1), got {gamma}")
+    """V-PTR-style pretraining, actions unused: ``v(φ(s)) ← r + γ v̄(φ̄(s'))`` by TD(0) on
+    ``free`` (``fitted_q`` on a ``StateValue``). Returns ``(history, encoder)``; ``history`` is
+    ``fitted_q``'s, with ``td_loss`` every 250 steps."""
     torch.manual_seed(seed)
-    gen = torch.Generator().manual_seed(seed)
     encoder = make_encoder(free.states.shape[-1], latent_dim, hidden)
-    value = nn.Sequential(encoder, MLP(latent_dim, 1, hidden, activation=nn.ELU))
-    target = copy.deepcopy(value).requires_grad_(False)
-    opt = torch.optim.Adam(value.parameters(), lr=lr)
-    rows, losses = [], []
-    for step in range(1, steps + 1):
-        idx = torch.randint(len(free.states), (batch_size,), generator=gen)
-        with torch.no_grad():
-            y = free.rewards[idx] + gamma * target(free.next_states[idx]).squeeze(-1)
-        loss = ((value(free.states[idx]).squeeze(-1) - y) ** 2).mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        polyak_update(target, value, tau)
-        losses.append(loss.detach())
-        if step % 250 == 0 or step == steps:
-            rows.append({"step": step, "td_loss": float(torch.stack(losses).mean())})
-            losses = []
-    return pd.DataFrame(rows), encoder
+    history, _ = fitted_q(free, StateValue(encoder, latent_dim, hidden), gamma, torch.zeros(1),
+                          steps=steps, batch_size=batch_size, lr=lr, tau=tau, seed=seed)  # fmt: skip
+    return history, encoder
 
 
 def no_pretraining(env, labelled, free, latent_dim, pretrain_steps, seed):
@@ -225,8 +218,8 @@ def action_free_comparison(env: DistractedPointMass, labelled: Batch, free: Batc
     from), all with the same fitted Q-learning. Returns ``(table, histories)``: one row per arm
     with ``regret`` (``greedy_regret`` on ``test_states``, averaged over the second half of the
     evaluations), ``q_mse`` (``q_error`` at the end; ``q_mse_first`` at the first evaluation;
-    ``constant_q_mse`` the best constant's, the variance of ``Q*`` there), ``transitions`` (what fitted Q-learning saw) and ``seconds``;
-    ``histories[arm]`` is ``fitted_q``'s history, with ``regret``."""
+    ``constant_q_mse`` the best constant's, the variance of ``Q*`` there), ``transitions`` (what
+    fitted Q-learning saw) and ``seconds``; ``histories[arm]`` is ``fitted_q``'s history, with ``regret``."""
     unknown = set(arms) - set(ARMS)
     if unknown:
         raise ValueError(f"arms: expected a subset of {sorted(ARMS)}, got {sorted(unknown)}")

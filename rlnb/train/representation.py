@@ -112,13 +112,15 @@ class Representation(NamedTuple):
     """How one method learns an encoder: its ``loss(encoder, target, head, chunk)``, its
     ``head(state_dim, latent_dim, action_dim, hidden)``, how the target encoder follows the
     online one (``"ema"``, ``"copy"`` every ``copy_every`` steps, or ``None``), and whether the
-    encoder ends in a parameter-free LayerNorm and ELU (MR.Q's ``zs``). ``loss=None``: the encoder
-    is left at its initialisation."""
+    encoder ends in a parameter-free LayerNorm and ELU (MR.Q's ``zs``), and whether the rewards
+    are standardised over the data first. ``loss=None``: the encoder is left at its
+    initialisation."""
 
     loss: Callable | None
     head: Callable | None
     target: str | None = None
     normalized: bool = False
+    standardized_rewards: bool = False
 
 
 REPRESENTATIONS = {
@@ -126,6 +128,7 @@ REPRESENTATIONS = {
         loss=tcrl_loss,
         head=lambda state, latent, action, hidden: LatentModel(latent, action, hidden),
         target="ema",
+        standardized_rewards=True,
     ),
     "mrq": Representation(
         loss=mrq_loss,
@@ -165,8 +168,7 @@ def train_representation(chunks: Batch, method: str = "tcrl", latent_dim: int = 
     """Learn an encoder ``state_dim → latent_dim`` from ``chunks`` (fields ``[N, H, ·]``) by
     ``REPRESENTATIONS[method]``. Returns ``(history, encoder)``; ``history`` has ``step``,
     ``loss`` (the mean over the last 100 steps), ``seconds`` (empty for ``random``). ``tau`` is
-    the EMA rate of an ``"ema"`` target, ``copy_every`` the period of a ``"copy"`` one. TCRL's
-    rewards are standardised over ``chunks`` first."""
+    the EMA rate of an ``"ema"`` target, ``copy_every`` the period of a ``"copy"`` one."""
     if method not in REPRESENTATIONS:
         raise ValueError(f"method: expected one of {sorted(REPRESENTATIONS)}, got {method!r}")
     if steps < 1 or batch_size < 1 or latent_dim < 1 or copy_every < 1:
@@ -179,7 +181,7 @@ def train_representation(chunks: Batch, method: str = "tcrl", latent_dim: int = 
     encoder = make_encoder(state_dim, latent_dim, hidden, spec.normalized)
     if spec.loss is None:
         return pd.DataFrame(columns=["step", "loss", "seconds"]), encoder.requires_grad_(False)
-    if method == "tcrl":
+    if spec.standardized_rewards:
         rewards = chunks.rewards
         chunks = chunks._replace(
             rewards=(rewards - rewards.mean()) / rewards.std(unbiased=False).clamp_min(1e-8)

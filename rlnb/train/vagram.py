@@ -121,9 +121,7 @@ def train_model(env: DistractedPointMass, data: Batch, test: Batch, loss: str = 
         opt.step()
         if step % eval_every == 0 or step == steps:
             with torch.no_grad():
-                mse = float(
-                    ((model(test.states, test.actions) - test.next_states) ** 2).sum(-1).mean()
-                )
+                mse = float(mle_loss(model(test.states, test.actions), test.next_states))
             rows.append({"step": step, "loss": value.item(), "mse": mse,
                          "value_error": value_error(model, env.value, test),
                          "seconds": time.perf_counter() - start})  # fmt: skip
