@@ -332,7 +332,12 @@ def quadratic_vagram_loss_assumes_symmetric(predicted, next_states, P):
     return ((slope**2) * (predicted[:, :2] - next_states[:, :2]) ** 2).sum(-1).mean()
 
 
+def depth_two_tree_value_discounts_leaves_once(rewards, next_rewards, leaf_values, gamma):
+    return (rewards + gamma * (next_rewards + leaf_values).max(-1).values).max()
+
+
 WRONG = [
+    ("depth_two_tree_value", "γ = 0.5", depth_two_tree_value_discounts_leaves_once),
     ("quadratic_vagram_loss", "non-symmetric P", quadratic_vagram_loss_assumes_symmetric),
     ("on_the_fly_target", "critics disagree", on_the_fly_target_max_then_min),
     ("soft_value", "small α", soft_value_overflows),

@@ -943,3 +943,33 @@ def cases_quadratic_vagram_loss(gen) -> list[Case]:
         Case("distractors", "coordinates the value ignores have slope 0: their error costs nothing", dict(predicted=s5 + 0.3 * torch.randn(N, 5, generator=gen), next_states=s5, P=sym)),
         Case("non-symmetric P", "∇(xᵀPx) = (P + Pᵀ) x, not 2Px", dict(predicted=s2 + 0.3 * torch.randn(N, 2, generator=gen), next_states=s2, P=skew)),
     ]  # fmt: skip
+
+
+# --- 07d · planning with learned models ----------------------------------------------------------
+def _depth_two_tree_value(rewards, next_rewards, leaf_values, gamma):
+    return (rewards + gamma * (next_rewards + gamma * leaf_values).max(-1).values).max()
+
+
+@exercise(
+    "07d",
+    _depth_two_tree_value,
+    (
+        "Back up from the leaves: each child's value is max_j (r_kj + γ v_kj), each root action's "
+        "Q is r_k + γ × that, and the root's value is the max of those Q.",
+        "The leaves sit two steps away: their value is discounted twice (γ²), the second "
+        "rewards once, the first rewards not at all.",
+    ),
+)
+def cases_depth_two_tree_value(gen) -> list[Case]:
+    K = 3
+    r, r2, v = (
+        torch.randn(K, generator=gen),
+        torch.randn(K, K, generator=gen),
+        torch.randn(K, K, generator=gen),
+    )
+    return [
+        Case("γ = 1", "V = max_k (r_k + max_j (r_kj + v_kj))", dict(rewards=r, next_rewards=r2, leaf_values=v, gamma=1.0)),
+        Case("γ = 0.5", "the leaves are discounted by γ², the second rewards by γ", dict(rewards=r, next_rewards=r2, leaf_values=v, gamma=0.5)),
+        Case("all negative", "a max over negative numbers is negative: do not start the max at 0", dict(rewards=-r.abs() - 1, next_rewards=-r2.abs() - 1, leaf_values=-v.abs() - 1, gamma=0.9)),
+        Case("one affordance", "K = 1: the tree is a single path", dict(rewards=r[:1], next_rewards=r2[:1, :1], leaf_values=v[:1, :1], gamma=0.9)),
+    ]  # fmt: skip

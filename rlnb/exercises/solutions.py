@@ -415,3 +415,17 @@ def quadratic_vagram_loss(predicted, next_states, P):
         for i in range(2):
             total += float(slope[i]) ** 2 * float(predicted[n, i] - next_states[n, i]) ** 2
     return torch.tensor(total / len(next_states))
+
+
+# --- 07d · planning with learned models ----------------------------------------------------------
+def depth_two_tree_value(rewards, next_rewards, leaf_values, gamma):
+    """Leaf by leaf: the best continuation below each root action, then the best root action."""
+    best = None
+    for k in range(len(rewards)):
+        below = None
+        for j in range(len(leaf_values[k])):
+            q = float(next_rewards[k, j]) + gamma * float(leaf_values[k, j])
+            below = q if below is None else max(below, q)
+        q_root = float(rewards[k]) + gamma * below
+        best = q_root if best is None else max(best, q_root)
+    return torch.tensor(best)

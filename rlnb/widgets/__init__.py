@@ -22,7 +22,12 @@ from rlnb.widgets.lambda_return import (
     lambda_return_explorer,
     lambda_return_weights,
 )
-from rlnb.widgets.models import distractor_errors, distractor_explorer
+from rlnb.widgets.models import (
+    affordance_explorer,
+    affordance_regrets,
+    distractor_errors,
+    distractor_explorer,
+)
 from rlnb.widgets.offline import offline_explorer, offline_values
 from rlnb.widgets.planning import mdvi_curves, mdvi_explorer
 from rlnb.widgets.reasoner import passk_explorer, passk_table
@@ -38,6 +43,8 @@ __all__ = [
     "aggregation_explorer",
     "aggregation_weights",
     "batch_weights_explorer",
+    "affordance_explorer",
+    "affordance_regrets",
     "distractor_errors",
     "distractor_explorer",
     "edit_field",
