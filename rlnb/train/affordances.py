@@ -1,6 +1,7 @@
 """A few actions chosen from a continuous space by the gradient of the planning value, for a small
-tree search over a value-equivalent model: "GrASP: Gradient-Based Affordance Selection for
-Planning", at small scale.
+tree search over a value-equivalent model: a small analog of "GrASP: Gradient-Based Affordance
+Selection for Planning" (the model is trained first and frozen, on known values; the differences
+are listed at the end).
 
 **The model** is value-equivalent (the MuZero lineage): an encoder ``z = e(s)``, latent dynamics
 and reward ``(z', r̂) = d(z, a)`` and a value ``v̂(z)``, trained only to predict rewards and values
@@ -21,13 +22,13 @@ root's ``argmax_k Q_D(e(s), a_k)``.
 **GrASP** makes ``φ_w(z) = m · tanh(MLP_w(z))`` (``K`` outputs in ``[−m, m]``) and trains ``w`` by
 gradient ascent on the root's planning value, ``∇_w E_s V_D(e(s))``, the gradient passing through
 the model's reward, dynamics and value into every affordance of the tree. The baselines spend the
-same budget on ``K`` actions drawn uniformly in ``[−m, m]`` at every node (``random``) or on ``K``
-evenly spaced ones (``grid``).
+same budget on ``K`` actions drawn uniformly in ``[−m, m]`` at every node (``random``) or on the
+centres of ``K`` equal cells of ``[−m, m]`` (``grid``).
 
 Differences from the paper: the model is trained first, on the task's known values ``V*`` rather
 than bootstrapped returns, then frozen while the affordances learn (GrASP learns both at once,
-beside an actor-critic); the tree is complete and shallow, with no MCTS; states, not pixels;
-state-conditional affordances only, on one small task.
+beside an actor-critic); the tree is complete and shallow (depth 2 in notebook 07d); states, not
+pixels; one action dimension; state-conditional affordances only, on one small task.
 """
 
 from __future__ import annotations
@@ -90,7 +91,8 @@ def train_value_equivalent_model(env: DistractedPointMass, chunks: Batch, test: 
     """Fit a ``ValueEquivalentModel`` to ``chunks`` (``[N, H, ·]``) with ``value_equivalent_loss``
     and targets ``env.value`` (Adam). Returns ``(history, model)``; ``history`` has ``step``,
     ``loss``, ``value_mse`` (``E (v̂(e(s)) − V*(s))²`` on the ``test`` states), ``constant_mse``
-    (the same for the best constant) and ``seconds``."""
+    (the same for the best constant) and ``seconds``. The model is returned frozen
+    (``requires_grad`` off), ready for ``train_affordances``."""
     if steps < 1 or batch_size < 1 or eval_every < 1:
         raise ValueError(
             f"steps, batch_size, eval_every: expected ≥ 1, got {steps}, {batch_size}, {eval_every}"
@@ -117,11 +119,17 @@ def train_value_equivalent_model(env: DistractedPointMass, chunks: Batch, test: 
     return pd.DataFrame(rows), model
 
 
+def _check_affordances(k: int, max_action: float) -> None:
+    if k < 1 or not max_action > 0:
+        raise ValueError(f"k, max_action: expected ≥ 1 and > 0, got {k}, {max_action}")
+
+
 class AffordanceNet(nn.Module):
     """GrASP's state-conditional affordances ``φ_w(z) = max_action · tanh(MLP_w(z))``: ``[N, K]``."""
 
     def __init__(self, latent_dim: int, k: int, max_action: float, hidden=(64,)):
         super().__init__()
+        _check_affordances(k, max_action)
         self.net, self.max_action = MLP(latent_dim, k, hidden, activation=nn.ELU), max_action
 
     def forward(self, z: Tensor) -> Tensor:
@@ -133,19 +141,23 @@ class RandomAffordances(nn.Module):
 
     def __init__(self, k: int, max_action: float, gen: torch.Generator):
         super().__init__()
+        _check_affordances(k, max_action)
         self.k, self.max_action, self.gen = k, max_action, gen
 
     def forward(self, z: Tensor) -> Tensor:
-        u = torch.rand(z.shape[0], self.k, generator=self.gen)
+        u = torch.rand(z.shape[0], self.k, generator=self.gen).to(z.device)
         return self.max_action * (2 * u - 1)
 
 
 class GridAffordances(nn.Module):
-    """The same ``K`` evenly spaced actions in ``[−max_action, max_action]`` at every node."""
+    """The same ``K`` actions at every node: the centres of ``K`` equal cells of ``[−max_action,
+    max_action]``, ``max_action (2k + 1 − K) / K`` for ``k = 0 … K−1`` (``K = 1``: the action 0)."""
 
     def __init__(self, k: int, max_action: float):
         super().__init__()
-        self.register_buffer("actions", torch.linspace(-max_action, max_action, k))
+        _check_affordances(k, max_action)
+        centres = max_action * (2 * torch.arange(k) + 1 - k) / k
+        self.register_buffer("actions", centres.float())
 
     def forward(self, z: Tensor) -> Tensor:
         return self.actions.expand(z.shape[0], -1)
@@ -154,7 +166,7 @@ class GridAffordances(nn.Module):
 def tree_q(model: ValueEquivalentModel, affordances: nn.Module, z: Tensor, depth: int,
            gamma: float) -> tuple[Tensor, Tensor]:  # fmt: skip
     """``(Q_depth(z, a_k), a_k)`` ``[N, K]`` each, at the latent states ``z [N, L]``: the complete
-    tree of the module docstring, one batched model step per level."""
+    tree of the module docstring, one batched model step per level (one action dimension)."""
     if depth < 1:
         raise ValueError(f"depth: expected ≥ 1, got {depth}")
     actions = affordances(z)
@@ -200,9 +212,10 @@ def train_affordances(model: ValueEquivalentModel, env: DistractedPointMass, sta
     model stays frozen). Returns ``(history, affordances)``; ``history`` has ``step``,
     ``planning_value`` (the batch's mean root value in the model; NaN at step 0), ``regret``
     (``search_regret`` on ``test``; step 0 is the untrained affordances) and ``seconds``."""
-    if k < 1 or depth < 1 or steps < 1 or not max_action > 0:
+    if k < 1 or depth < 1 or steps < 1 or batch_size < 1 or eval_every < 1 or not max_action > 0:
         raise ValueError(
-            f"k, depth, steps, max_action: expected ≥ 1, ≥ 1, ≥ 1, > 0, got {k}, {depth}, {steps}, {max_action}"
+            "k, depth, steps, batch_size, eval_every, max_action: expected ≥ 1 (the first five) "
+            f"and > 0, got {k}, {depth}, {steps}, {batch_size}, {eval_every}, {max_action}"
         )
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)

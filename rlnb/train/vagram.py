@@ -76,21 +76,18 @@ def value_error(model: nn.Module, value_fn: Callable[[Tensor], Tensor], batch: B
 
 
 def planning_regret(model: nn.Module, env: DistractedPointMass, states: Tensor,
-                    max_action: float = 5.0, n_actions: int = 101,
-                    value_fn: Callable[[Tensor], Tensor] | None = None) -> float:  # fmt: skip
-    """Plan one step in the model: ``â = argmax_a r(s, a) + γ V(f̂(s, a))`` over ``n_actions``
-    evenly spaced in ``±max_action``, ``V = value_fn`` (default the task's ``V*``), then score it
-    in the true task: ``E [V*(s) − Q*(s, â)]`` (0 for a perfect model and ``V*``, up to the
-    grid's resolution)."""
+                    max_action: float = 5.0, n_actions: int = 101) -> float:  # fmt: skip
+    """Plan one step in the model: ``â = argmax_a r(s, a) + γ V*(f̂(s, a))`` over ``n_actions``
+    evenly spaced in ``±max_action``, then score it in the true task: ``E [V*(s) − Q*(s, â)]``
+    (0 for a perfect model, up to the grid's resolution)."""
     if n_actions < 1 or not max_action > 0:
         raise ValueError(
             f"n_actions, max_action: expected ≥ 1 and > 0, got {n_actions}, {max_action}"
         )
     actions = torch.linspace(-max_action, max_action, n_actions)
-    value_fn = value_fn or env.value
 
     def planned(s, a):
-        return env.step(s, a)[1] + env.gamma * value_fn(model(s, a))
+        return env.step(s, a)[1] + env.gamma * env.value(model(s, a))
 
     with torch.no_grad():
         chosen = actions[on_grid(planned, states, actions).argmax(-1)].unsqueeze(-1)
